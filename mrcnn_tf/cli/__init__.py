@@ -1,0 +1,79 @@
+"""`mrcnn-tf`: one Click group for synth, train, evaluate, detect, demo and export (DESIGN §2).
+
+User errors (`MrcnnError`) print one line and exit 2 without a traceback; ``--debug`` shows it.
+"""
+import importlib
+import sys
+
+import click
+
+from mrcnn_tf import __version__
+from mrcnn_tf.errors import MrcnnError
+
+# Sub-commands live in their own modules and are imported only when run, so `mrcnn-tf --help`
+# answers without importing TensorFlow. name -> (module, attribute, one-line help)
+COMMANDS = {}
+
+
+def register(name, module, attribute, short_help):
+    COMMANDS[name] = (module, attribute, short_help)
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mrcnn-tf")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """Mask R-CNN for white blood cells (LISC) on Keras 3 / TensorFlow."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def main(argv=None):
+    """Console entry point: runs the group, turning `MrcnnError` into one line on stderr."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        cli.main(args=argv, prog_name="mrcnn-tf", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MrcnnError as exc:
+        if debug:
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    sys.exit(0)
+
+
+register("synth", "mrcnn_tf.cli.synth", "synth", "Write a synthetic blood-smear set in the LISC layout.")
+register("train", "mrcnn_tf.cli.train", "train", "Train on a LISC-layout dataset (staged schedule).")
+register("evaluate", "mrcnn_tf.cli.evaluate", "evaluate", "Score a checkpoint: mAP50, COCO AP, per-class AP, accuracy.")
+register("detect", "mrcnn_tf.cli.detect", "detect", "Find and type cells in images: overlays, COCO JSON, counts.")
+register("demo", "mrcnn_tf.cli.demo", "demo", "Synthesize, train, evaluate and detect end to end on the CPU.")
+register("export", "mrcnn_tf.cli.export", "export", "Export a checkpoint as a SavedModel with a serving signature.")

@@ -1,0 +1,329 @@
+"""Mask R-CNN configuration: Matterport's `Config` with validation, overrides and JSON.
+
+Subclass and override class attributes, exactly as with Matterport::
+
+    class CellConfig(Config):
+        NAME = "cells"
+        NUM_CLASSES = 1 + 5
+
+Derived values (BATCH_SIZE, IMAGE_SHAPE, IMAGE_META_SIZE) are computed in ``__init__`` and again
+by ``refresh()`` after attributes change. ``validate()`` runs in ``__init__`` and raises a
+one-line `ConfigError` that names the attribute, the value and the fix.
+"""
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from mrcnn_tf.errors import ConfigError
+
+# Attributes computed from the others; never read from JSON or --set.
+DERIVED = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
+RESIZE_MODES = ("none", "square", "pad64", "crop")
+BACKBONES = ("resnet50", "resnet101")
+# Attributes whose type validate() checks itself (they mix types: None, bool, str, int, float).
+LOOSE_TYPES = ("MIXED_PRECISION", "TRAIN_BN", "IMAGE_MIN_SCALE", "GRADIENT_CLIP_NORM", "NAME")
+LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
+
+
+class Config:
+    """Base configuration; every attribute keeps Matterport's name and default (reference §3)."""
+
+    NAME = None  # Override in sub-classes
+    GPU_COUNT = 1
+    IMAGES_PER_GPU = 2
+    STEPS_PER_EPOCH = 1000
+    VALIDATION_STEPS = 50
+    BACKBONE = "resnet101"
+    COMPUTE_BACKBONE_SHAPE = None
+    BACKBONE_STRIDES = [4, 8, 16, 32, 64]
+    FPN_CLASSIF_FC_LAYERS_SIZE = 1024
+    TOP_DOWN_PYRAMID_SIZE = 256
+    NUM_CLASSES = 1
+    RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)
+    RPN_ANCHOR_RATIOS = [0.5, 1, 2]
+    RPN_ANCHOR_STRIDE = 1
+    RPN_NMS_THRESHOLD = 0.7
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 256
+    PRE_NMS_LIMIT = 6000
+    POST_NMS_ROIS_TRAINING = 2000
+    POST_NMS_ROIS_INFERENCE = 1000
+    USE_MINI_MASK = True
+    MINI_MASK_SHAPE = (56, 56)
+    IMAGE_RESIZE_MODE = "square"
+    IMAGE_MIN_DIM = 800
+    IMAGE_MAX_DIM = 1024
+    IMAGE_MIN_SCALE = 0
+    IMAGE_CHANNEL_COUNT = 3
+    MEAN_PIXEL = np.array([123.7, 116.8, 103.9])
+    TRAIN_ROIS_PER_IMAGE = 200
+    ROI_POSITIVE_RATIO = 0.33
+    POOL_SIZE = 7
+    MASK_POOL_SIZE = 14
+    MASK_SHAPE = [28, 28]
+    MAX_GT_INSTANCES = 100
+    RPN_BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+    BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+    DETECTION_MAX_INSTANCES = 100
+    DETECTION_MIN_CONFIDENCE = 0.7
+    DETECTION_NMS_THRESHOLD = 0.3
+    LEARNING_RATE = 0.001
+    LEARNING_MOMENTUM = 0.9
+    WEIGHT_DECAY = 0.0001
+    LOSS_WEIGHTS = {
+        "rpn_class_loss": 1.0,
+        "rpn_bbox_loss": 1.0,
+        "mrcnn_class_loss": 1.0,
+        "mrcnn_bbox_loss": 1.0,
+        "mrcnn_mask_loss": 1.0,
+    }
+    USE_RPN_ROIS = True
+    # False: frozen BN (inference statistics), Matterport's default for fine-tuning. None or True:
+    # BN trains. A network started from random weights needs it on (DESIGN §7).
+    TRAIN_BN = False
+    GRADIENT_CLIP_NORM = 5.0
+    # mrcnn_tf additions (not in Matterport).
+    MIXED_PRECISION = False  # "mixed_float16" compute with float32 losses and box math
+    XLA = False  # jit_compile the train step where it pays (GPU)
+
+    def __init__(self):
+        self.refresh()
+
+    # ------------------------------------------------------------------ derived values
+    def refresh(self):
+        """Recompute the derived attributes and validate; call after changing attributes."""
+        self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
+        if self.IMAGE_RESIZE_MODE == "crop":
+            self.IMAGE_SHAPE = np.array([self.IMAGE_MIN_DIM, self.IMAGE_MIN_DIM, self.IMAGE_CHANNEL_COUNT])
+        else:
+            self.IMAGE_SHAPE = np.array([self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM, self.IMAGE_CHANNEL_COUNT])
+        # image_id(1) + original shape(3) + molded shape(3) + window(4) + scale(1) + active ids(NUM_CLASSES)
+        self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
+        self.validate()
+        return self
+
+    # ------------------------------------------------------------------ validation
+    def validate(self):
+        """Raise `ConfigError` (one line: attribute, value, fix) on the first invalid attribute."""
+
+        def fail(name, fix):
+            raise ConfigError(f"Config.{name} = {getattr(self, name)!r} is invalid: {fix}")
+
+        def positive_int(name):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                fail(name, "use a whole number >= 1")
+
+        def fraction(name, low_open=False):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+            if not ok or not (0 < value <= 1 if low_open else 0 <= value <= 1):
+                fail(name, "use a number between 0 and 1")
+
+        for name in ("GPU_COUNT", "IMAGES_PER_GPU", "STEPS_PER_EPOCH", "VALIDATION_STEPS", "NUM_CLASSES",
+                     "RPN_ANCHOR_STRIDE", "RPN_TRAIN_ANCHORS_PER_IMAGE", "PRE_NMS_LIMIT",
+                     "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE", "IMAGE_CHANNEL_COUNT",
+                     "TRAIN_ROIS_PER_IMAGE", "POOL_SIZE", "MASK_POOL_SIZE", "MAX_GT_INSTANCES",
+                     "DETECTION_MAX_INSTANCES", "FPN_CLASSIF_FC_LAYERS_SIZE", "TOP_DOWN_PYRAMID_SIZE"):
+            positive_int(name)
+        for name in ("RPN_NMS_THRESHOLD", "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD",
+                     "LEARNING_MOMENTUM"):
+            fraction(name)
+        fraction("ROI_POSITIVE_RATIO", low_open=True)
+        if self.NAME is not None and (not isinstance(self.NAME, str) or not self.NAME.strip()):
+            fail("NAME", "use a short non-empty string such as 'lisc'")
+        if not callable(self.BACKBONE) and self.BACKBONE not in BACKBONES:
+            fail("BACKBONE", f"use one of {', '.join(BACKBONES)} or a callable")
+        if callable(self.BACKBONE) and self.COMPUTE_BACKBONE_SHAPE is None:
+            fail("COMPUTE_BACKBONE_SHAPE", "a callable BACKBONE needs COMPUTE_BACKBONE_SHAPE(image_shape)")
+        if self.IMAGE_RESIZE_MODE not in RESIZE_MODES:
+            fail("IMAGE_RESIZE_MODE", f"use one of {', '.join(RESIZE_MODES)}")
+        levels = len(self.BACKBONE_STRIDES)
+        if len(self.RPN_ANCHOR_SCALES) != levels:
+            fail("RPN_ANCHOR_SCALES", f"give one scale per pyramid level ({levels}, as BACKBONE_STRIDES)")
+        if any(s <= 0 for s in self.RPN_ANCHOR_SCALES):
+            fail("RPN_ANCHOR_SCALES", "anchor sizes are positive pixel lengths")
+        if not self.RPN_ANCHOR_RATIOS or any(r <= 0 for r in self.RPN_ANCHOR_RATIOS):
+            fail("RPN_ANCHOR_RATIOS", "use positive width/height ratios such as [0.5, 1, 2]")
+        if self.IMAGE_RESIZE_MODE in ("square", "pad64", "crop"):
+            positive_int("IMAGE_MIN_DIM")
+        if self.IMAGE_RESIZE_MODE in ("square", "crop") or self.IMAGE_RESIZE_MODE == "none":
+            positive_int("IMAGE_MAX_DIM")
+        dims = {"square": ("IMAGE_MAX_DIM",), "crop": ("IMAGE_MIN_DIM",), "pad64": ("IMAGE_MIN_DIM",),
+                "none": ()}[self.IMAGE_RESIZE_MODE]
+        for name in dims:
+            if getattr(self, name) % 64:
+                fail(name, f"image sizes must be divisible by 64 (try {math.ceil(getattr(self, name) / 64) * 64})")
+        if self.IMAGE_RESIZE_MODE in ("square",) and self.IMAGE_MIN_DIM > self.IMAGE_MAX_DIM:
+            fail("IMAGE_MIN_DIM", f"must not exceed IMAGE_MAX_DIM ({self.IMAGE_MAX_DIM})")
+        if len(np.asarray(self.MEAN_PIXEL).reshape(-1)) != self.IMAGE_CHANNEL_COUNT:
+            fail("MEAN_PIXEL", f"give one mean per channel ({self.IMAGE_CHANNEL_COUNT})")
+        for name in ("RPN_BBOX_STD_DEV", "BBOX_STD_DEV"):
+            std = np.asarray(getattr(self, name), dtype=float).reshape(-1)
+            if std.shape != (4,) or np.any(std <= 0):
+                fail(name, "give four positive numbers (dy, dx, dh, dw)")
+        if len(self.MASK_SHAPE) != 2 or list(self.MASK_SHAPE) != [2 * self.MASK_POOL_SIZE] * 2:
+            fail("MASK_SHAPE", f"the mask head upsamples once: use [{2 * self.MASK_POOL_SIZE}, {2 * self.MASK_POOL_SIZE}]")
+        if len(self.MINI_MASK_SHAPE) != 2 or any(int(s) < 1 for s in self.MINI_MASK_SHAPE):
+            fail("MINI_MASK_SHAPE", "use two positive sizes such as (56, 56)")
+        if set(self.LOSS_WEIGHTS) != set(LOSS_NAMES):
+            fail("LOSS_WEIGHTS", f"give a weight for exactly these losses: {', '.join(LOSS_NAMES)}")
+        if any(not isinstance(w, (int, float)) or w < 0 for w in self.LOSS_WEIGHTS.values()):
+            fail("LOSS_WEIGHTS", "weights are numbers >= 0")
+        for name in ("LEARNING_RATE",):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+                fail(name, "use a positive number such as 0.001")
+        if not isinstance(self.WEIGHT_DECAY, (int, float)) or self.WEIGHT_DECAY < 0:
+            fail("WEIGHT_DECAY", "use a number >= 0")
+        if self.GRADIENT_CLIP_NORM is not None and (
+                not isinstance(self.GRADIENT_CLIP_NORM, (int, float)) or self.GRADIENT_CLIP_NORM <= 0):
+            fail("GRADIENT_CLIP_NORM", "use a positive number, or None for no clipping")
+        if isinstance(self.IMAGE_MIN_SCALE, bool) or not isinstance(self.IMAGE_MIN_SCALE, (int, float)) \
+                or self.IMAGE_MIN_SCALE < 0:
+            fail("IMAGE_MIN_SCALE", "use a number >= 0 (0 means no minimum)")
+        if self.TRAIN_BN not in (True, False, None):
+            fail("TRAIN_BN", "use False (frozen), True or None (trainable)")
+        if self.MIXED_PRECISION not in (False, True, "mixed_float16", "mixed_bfloat16"):
+            fail("MIXED_PRECISION", "use False, True (mixed_float16), 'mixed_float16' or 'mixed_bfloat16'")
+        if self.ROI_POSITIVE_RATIO * self.TRAIN_ROIS_PER_IMAGE < 1:
+            fail("TRAIN_ROIS_PER_IMAGE", "ROI_POSITIVE_RATIO * TRAIN_ROIS_PER_IMAGE must allow >= 1 positive ROI")
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self):
+        """Every upper-case, non-callable attribute as JSON-friendly Python values (derived included)."""
+        result = {}
+        for name in dir(self):
+            if not name.isupper() or name.startswith("_"):
+                continue
+            value = getattr(self, name)
+            if callable(value) and not isinstance(value, type):
+                value = f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
+            result[name] = _plain(value)
+        return result
+
+    @classmethod
+    def from_dict(cls, values):
+        """A config of this class with `values` applied (unknown keys are an error, derived keys ignored)."""
+        config = cls.__new__(cls)
+        for name, value in values.items():
+            if name in DERIVED:
+                continue
+            if not hasattr(cls, name):
+                raise ConfigError(f"Config key {name!r} is unknown to {cls.__name__}: remove it or check the spelling")
+            if name in ("BACKBONE", "COMPUTE_BACKBONE_SHAPE") and isinstance(value, str) and value not in BACKBONES:
+                raise ConfigError(f"Config.{name} = {value!r} names a callable that cannot be restored from JSON: "
+                                  "set it in Python on a Config subclass")
+            setattr(config, name, value if name in LOOSE_TYPES else _like(getattr(cls, name), value))
+        return config.refresh()
+
+    def save_json(self, path):
+        """Write `to_dict()` to `path` (atomically: a temporary file renamed over the target)."""
+        path = pathlib.Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load_json(cls, path):
+        """Read a config written by `save_json`; errors name the file."""
+        path = pathlib.Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not a JSON config ({exc}); re-create it or remove it") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: a config JSON must hold an object of KEY: value pairs")
+        try:
+            return cls.from_dict(values)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    # ------------------------------------------------------------------ overrides
+    def apply_overrides(self, pairs):
+        """Apply ``["KEY=VALUE", ...]`` (the CLI's ``--set``): values parsed as JSON, type-checked.
+
+        A bare word is taken as a string (``--set BACKBONE=resnet50``); a tuple attribute accepts a JSON
+        list. Returns self, refreshed and validated.
+        """
+        for pair in pairs:
+            if "=" not in pair:
+                raise ConfigError(f"--set {pair!r}: write KEY=VALUE, e.g. --set IMAGES_PER_GPU=1")
+            name, text = (part.strip() for part in pair.split("=", 1))
+            name = name.upper()
+            if name in DERIVED:
+                raise ConfigError(f"--set {name}: derived from other settings; set "
+                                  "IMAGES_PER_GPU/GPU_COUNT, IMAGE_MAX_DIM/IMAGE_MIN_DIM or NUM_CLASSES instead")
+            if not hasattr(type(self), name) or not name.isupper():
+                raise ConfigError(f"--set {name}: unknown config key; see `Config().display()` for the list")
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+            current = getattr(self, name)
+            try:
+                setattr(self, name, value if name in LOOSE_TYPES else _like(current, value))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"--set {name}={text}: expected {type(current).__name__} ({exc})") from None
+        return self.refresh()
+
+    def display(self):
+        """Print every configuration value, Matterport style."""
+        print("\nConfigurations:")
+        for name, value in sorted(self.to_dict().items()):
+            print(f"{name:30} {value}")
+        print("\n")
+
+
+def _plain(value):
+    """A JSON-friendly copy of a config value."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _like(current, value):
+    """`value` converted to the type of the class default `current`, or TypeError/ValueError."""
+    if current is None or value is None or callable(current):
+        return value
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise TypeError(f"{value!r} is not true/false")
+        return value
+    if isinstance(current, np.ndarray):
+        array = np.asarray(value, dtype=current.dtype)
+        if array.ndim != current.ndim:
+            raise ValueError(f"{value!r} does not have the shape of {current.tolist()!r}")
+        return array
+    if isinstance(current, (tuple, list)):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{value!r} is not a list")
+        return type(current)(value)
+    if isinstance(current, dict):
+        if not isinstance(value, dict):
+            raise TypeError(f"{value!r} is not an object")
+        return {k: float(v) if isinstance(current.get(k), float) else v for k, v in value.items()}
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{value!r} is not a number")
+        return float(value)
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise TypeError(f"{value!r} is not a whole number")
+        return int(value)
+    if isinstance(current, str):
+        if not isinstance(value, str):
+            raise TypeError(f"{value!r} is not text")
+        return value
+    return value

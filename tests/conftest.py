@@ -1,0 +1,15 @@
+"""Shared test set-up: quiet, deterministic TensorFlow on a small CPU budget."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def rng():
+    """A seeded numpy Generator, fresh for each test."""
+    return np.random.default_rng(1234)
