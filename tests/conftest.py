@@ -1,5 +1,10 @@
 """Shared test set-up: quiet, deterministic TensorFlow on a small CPU budget."""
 import os
+import sys
+
+# Test helpers (helpers_model.py, ...) are imported by name; importlib import mode does not put
+# this folder on sys.path by itself.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
