@@ -18,3 +18,11 @@ import pytest  # noqa: E402
 def rng():
     """A seeded numpy Generator, fresh for each test."""
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Same random weights and samples in every run: tests on random-weight models stay repeatable."""
+    import keras
+
+    keras.utils.set_random_seed(1234)

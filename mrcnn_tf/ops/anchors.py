@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from mrcnn_tf.config import BACKBONES
 from mrcnn_tf.errors import ConfigError
 
 
@@ -82,7 +83,8 @@ def compute_backbone_shapes(config, image_shape):
             raise ConfigError("Config.COMPUTE_BACKBONE_SHAPE is None: a callable BACKBONE needs "
                               "COMPUTE_BACKBONE_SHAPE(image_shape)")
         return config.COMPUTE_BACKBONE_SHAPE(image_shape)
-    if config.BACKBONE not in ("resnet50", "resnet101"):
-        raise ConfigError(f"Config.BACKBONE = {config.BACKBONE!r} is invalid: use resnet50, resnet101 or a callable")
+    if config.BACKBONE not in BACKBONES:
+        raise ConfigError(f"Config.BACKBONE = {config.BACKBONE!r} is invalid: use one of "
+                          f"{', '.join(BACKBONES)} or a callable")
     return np.array([[int(math.ceil(image_shape[0] / stride)), int(math.ceil(image_shape[1] / stride))]
                      for stride in config.BACKBONE_STRIDES])

@@ -1,0 +1,119 @@
+"""Helpers shared by the evaluate, detect and export commands.
+
+`--weights last|PATH --logs DIR` becomes an inference `MaskRCNN` whose config is the JSON saved
+beside the checkpoint (falling back to `LiscConfig` defaults for foreign weight files), adjusted
+to one image per batch and by ``--set KEY=VALUE`` overrides.
+"""
+import json
+import pathlib
+
+import click
+
+from mrcnn_tf.errors import ConfigError, MrcnnError
+
+IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def weights_options(function):
+    """Click options --weights, --logs and --set (applied bottom-up, so listed in reverse)."""
+    function = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                            help="Change a setting of the saved config, e.g. --set DETECTION_MIN_CONFIDENCE=0.3.")(
+        function)
+    function = click.option("--logs", default="logs", show_default=True, type=click.Path(file_okay=False),
+                            help="Training logs folder (searched by --weights last).")(function)
+    function = click.option("--weights", default="last", show_default=True,
+                            help="'last' (newest checkpoint under --logs) or a weight file path.")(function)
+    return function
+
+
+def _config_class_for(values):
+    """`LiscConfig`, or a subclass that also knows the keys of a config saved by a custom subclass."""
+    from mrcnn_tf.config import DERIVED
+    from mrcnn_tf.lisc import LiscConfig
+
+    extra = {k: v for k, v in values.items() if k not in DERIVED and not hasattr(LiscConfig, k) and k.isupper()}
+    return type("SavedConfig", (LiscConfig,), extra) if extra else LiscConfig
+
+
+def load_config(checkpoint, overrides=()):
+    """The config saved beside `checkpoint`, set up for inference (one image per batch) + overrides.
+
+    Args:
+        checkpoint: weight file path.
+        overrides: ``["KEY=VALUE", ...]`` from ``--set``.
+
+    Returns:
+        a validated Config.
+    """
+    from mrcnn_tf.checkpoints import config_path_for
+    from mrcnn_tf.lisc import LiscConfig
+
+    path = config_path_for(checkpoint)
+    if path.is_file():
+        try:
+            values = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not a JSON config ({exc}); re-create it or remove it") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: a config JSON must hold an object of KEY: value pairs")
+        config = _config_class_for(values).load_json(path)
+    else:
+        click.echo(f"Note: no config beside {checkpoint} ({path.name}); using LiscConfig defaults "
+                   "(change them with --set KEY=VALUE)", err=True)
+        config = LiscConfig()
+    # Detection runs one image at a time on one device.
+    config.GPU_COUNT = 1
+    config.IMAGES_PER_GPU = 1
+    config.refresh()
+    return config.apply_overrides(list(overrides))
+
+
+def resolve_checkpoint(weights, logs):
+    """The weight file named by ``--weights last|PATH``."""
+    from mrcnn_tf.checkpoints import resolve_weights
+
+    choice = resolve_weights(weights, logs)
+    if choice.path is None:
+        raise MrcnnError(f"--weights {weights}: this command needs trained weights; use --weights last "
+                         "(newest checkpoint under --logs) or a weight file path")
+    return pathlib.Path(choice.path)
+
+
+def load_inference_model(weights, logs, overrides=()):
+    """An inference `MaskRCNN` with the checkpoint's weights and config.
+
+    Returns:
+        (model, checkpoint path).
+    """
+    from mrcnn_tf.model import MaskRCNN
+
+    checkpoint = resolve_checkpoint(weights, logs)
+    config = load_config(checkpoint, overrides)
+    model = MaskRCNN(mode="inference", config=config, model_dir=logs)
+    # By name: a checkpoint written by the training model holds extra layers the inference model lacks.
+    model.load_weights(str(checkpoint), by_name=True)
+    return model, checkpoint
+
+
+def class_names_for(config, dataset=None):
+    """Class names indexed by class id (0 = BG): the dataset's, LISC's for 6 classes, else class_<id>."""
+    if dataset is not None:
+        return list(dataset.class_names)
+    from mrcnn_tf.data.lisc_format import CLASS_NAMES
+
+    if config.NUM_CLASSES == 1 + len(CLASS_NAMES):
+        return ["BG"] + list(CLASS_NAMES)
+    return ["BG"] + [f"class_{i}" for i in range(1, config.NUM_CLASSES)]
+
+
+def list_images(path):
+    """Image files of FILE_OR_DIR: the file itself, or the folder's images sorted by name (not recursive)."""
+    path = pathlib.Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise MrcnnError(f"--input {path}: no such file or folder")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise MrcnnError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+    return files
