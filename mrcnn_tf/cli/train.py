@@ -1,0 +1,187 @@
+"""`mrcnn-tf train`: staged training on a LISC-layout dataset (DESIGN §2).
+
+    mrcnn-tf train --dataset DIR --weights coco|imagenet|last|none|PATH --logs DIR
+                   [--schedule heads:20,all:40] [--later-lr-factor F] [--set KEY=VALUE ...]
+                   [--seed N] [--no-augment]
+
+Stages run in order and their epochs are cumulative, as in Matterport (``heads:20,all:40`` trains
+the heads for 20 epochs, then everything for 20 more). Resuming (``--weights last`` or a checkpoint
+path) reads the config saved beside the checkpoint, continues in its folder after its epoch and
+reuses the run's schedule, so stages already done are skipped. Checkpoints are written atomically:
+Ctrl-C, SIGTERM or kill -9 never leave a broken one, and ``--weights last`` picks up from there.
+"""
+import json
+import pathlib
+import signal
+import sys
+
+import click
+
+from mrcnn_tf.errors import ConfigError, MrcnnError
+
+STAGES = ("heads", "3+", "4+", "5+", "all")
+DEFAULT_SCHEDULE = "heads:20,all:40"  # Matterport's fine-tuning recipe (nucleus sample)
+SCRATCH_SCHEDULE = "all:40"
+RUN_FILE = "train_command.json"  # this run's schedule, so a resumed run continues the same stages
+
+
+def parse_schedule(text, base_lr, later_lr_factor=1.0):
+    """``"heads:20,all:40@0.0001"`` -> [(layers, epochs, learning_rate), ...].
+
+    A stage without ``@LR`` uses `base_lr` (the first stage) or ``base_lr * later_lr_factor``.
+
+    Raises:
+        ConfigError: unknown stage, epochs not a growing whole number, bad learning rate.
+    """
+    stages, previous = [], 0
+    for i, part in enumerate(p.strip() for p in str(text).split(",")):
+        head, _, lr_text = part.partition("@")
+        layers, sep, epochs_text = head.partition(":")
+        layers = layers.strip()
+        if not sep or layers not in STAGES:
+            raise ConfigError(f"--schedule {text!r}: write STAGE:EPOCHS[@LR] items, comma separated, with STAGE "
+                              f"one of {', '.join(STAGES)} (e.g. heads:20,all:40)")
+        try:
+            epochs = int(epochs_text)
+            lr = float(lr_text) if lr_text else base_lr * (1.0 if i == 0 else later_lr_factor)
+        except ValueError:
+            raise ConfigError(f"--schedule {text!r}: {part!r} needs a whole number of epochs "
+                              "and an optional @learning_rate") from None
+        if epochs <= previous:
+            raise ConfigError(f"--schedule {text!r}: epochs are cumulative (heads:20,all:40 trains to epoch 40), "
+                              f"so {part!r} must end after epoch {previous}")
+        if not lr > 0:
+            raise ConfigError(f"--schedule {text!r}: the learning rate of {part!r} must be positive")
+        stages.append((layers, epochs, lr))
+        previous = epochs
+    return stages
+
+
+def _saved_config(checkpoint):
+    """The config JSON beside one of our checkpoints, or None for a foreign weight file."""
+    from mrcnn_tf.checkpoints import config_path_for
+    from mrcnn_tf.cli._common import _config_class_for
+
+    path = config_path_for(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a JSON config ({exc}); re-create it or remove it") from None
+    return _config_class_for(values if isinstance(values, dict) else {}).load_json(path)
+
+
+def _prepare_config(choice, overrides):
+    """LiscConfig (or the checkpoint's saved config) with --set applied; BN trains from scratch."""
+    from mrcnn_tf.lisc import LiscConfig
+
+    config = _saved_config(choice.path) if choice.kind == "checkpoint" else None
+    if config is None:
+        config = LiscConfig()
+    config.apply_overrides(list(overrides))
+    set_bn = any(o.split("=", 1)[0].strip().upper() == "TRAIN_BN" for o in overrides)
+    if choice.kind == "none" and config.TRAIN_BN is False:
+        if set_bn:
+            click.echo("Warning: training from random weights with frozen BatchNorm (TRAIN_BN=false) leaves the "
+                       "network without normalisation; it rarely learns", err=True)
+        else:
+            config.TRAIN_BN = True
+            config.refresh()
+            click.echo("Note: --weights none: TRAIN_BN set to true (a random network needs BatchNorm to learn)")
+    return config
+
+
+def _load_start_weights(model, choice, config):
+    if choice.kind == "coco":
+        from mrcnn_tf.weights import load_coco_weights
+        load_coco_weights(model.keras_model, config)
+    elif choice.kind == "imagenet":
+        from mrcnn_tf.weights_imagenet import load_imagenet_weights
+        load_imagenet_weights(model.keras_model, config)
+    elif choice.kind in ("checkpoint", "file"):
+        report = model.load_weights(str(choice.path), by_name=True)
+        if report is not None:
+            click.echo(str(report))
+
+
+def _schedule_text(schedule, choice):
+    if schedule:
+        return schedule
+    if choice.kind == "checkpoint":
+        run_file = pathlib.Path(choice.path).parent / RUN_FILE
+        if run_file.is_file():
+            return json.loads(run_file.read_text()).get("schedule", DEFAULT_SCHEDULE)
+    return SCRATCH_SCHEDULE if choice.kind == "none" else DEFAULT_SCHEDULE
+
+
+def _interrupt_on_sigterm():
+    """SIGTERM ends training like Ctrl-C (one line, exit 130); checkpoints are atomic either way."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.command("train")
+@click.option("--dataset", "dataset_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="LISC-layout (or WBC-layout) dataset folder; its deterministic train/val split is used.")
+@click.option("--weights", required=True, metavar="coco|imagenet|last|none|PATH",
+              help="Start point: COCO or ImageNet weights, the newest checkpoint under --logs, random, or a file.")
+@click.option("--logs", default="logs", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for run folders (checkpoints, CSV and TensorBoard logs).")
+@click.option("--schedule", default=None, metavar="STAGE:EPOCHS[@LR],...",
+              help=f"Stages in order with cumulative epochs; STAGE is one of {', '.join(STAGES)}. "
+                   f"Default {DEFAULT_SCHEDULE} ({SCRATCH_SCHEDULE} with --weights none; a resumed run keeps its own).")
+@click.option("--later-lr-factor", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Learning rate of stages after the first = LEARNING_RATE x this (e.g. 0.1).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Change a config setting, e.g. --set IMAGES_PER_GPU=1 (repeatable).")
+@click.option("--seed", type=int, default=None, help="Seed for weights init, data order and augmentation.")
+@click.option("--no-augment", is_flag=True, help="Train without augmentation.")
+def train(dataset_dir, weights, logs, schedule, later_lr_factor, overrides, seed, no_augment):
+    """Train Mask R-CNN on a LISC-layout dataset in stages (heads, then all layers)."""
+    from mrcnn_tf import training
+    from mrcnn_tf.checkpoints import atomic_write_text, list_checkpoints, resolve_weights
+
+    choice = resolve_weights(weights, logs)
+    config = _prepare_config(choice, overrides)
+    stages = parse_schedule(_schedule_text(schedule, choice), config.LEARNING_RATE, later_lr_factor)
+    if choice.kind == "none" and stages[0][0] != "all":
+        raise MrcnnError(f"--weights none with a {stages[0][0]!r} first stage: a backbone left at random weights "
+                         f"never learns; train everything from scratch, e.g. --schedule {SCRATCH_SCHEDULE}")
+
+    import keras
+
+    from mrcnn_tf.data.augment import lisc_augmentation
+    from mrcnn_tf.lisc import LiscDataset
+    from mrcnn_tf.model import MaskRCNN
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    datasets = {}
+    for subset in ("train", "val"):
+        datasets[subset] = LiscDataset()
+        datasets[subset].load_lisc(dataset_dir, subset)
+        datasets[subset].prepare()
+        if datasets[subset].num_images == 0:
+            raise MrcnnError(f"{dataset_dir}: the {subset!r} part of the split is empty; add images "
+                             "(at least 5 per type folder) or check the layout")
+    _interrupt_on_sigterm()
+    model = MaskRCNN(mode="training", config=config, model_dir=logs)
+    _load_start_weights(model, choice, config)
+    run_dir = training.claim_log_dir(model)
+    text = ",".join(f"{layers}:{epochs}@{lr:g}" for layers, epochs, lr in stages)
+    atomic_write_text(run_dir / RUN_FILE, json.dumps({"schedule": text, "weights": str(weights),
+                                                      "dataset": str(dataset_dir), "seed": seed}, indent=2))
+    click.echo(f"Run folder: {run_dir} (starting after epoch {model.epoch}); schedule {text}")
+    augmentation = None if no_augment else lisc_augmentation()
+    verbose = 1 if sys.stdout.isatty() else 2
+    for layers, epochs, lr in stages:
+        if model.epoch >= epochs:
+            click.echo(f"Stage {layers}:{epochs} already done (checkpoint at epoch {model.epoch}); skipped")
+            continue
+        click.echo(f"Stage {layers}: epochs {model.epoch + 1}-{epochs}, learning rate {lr:g}")
+        training.train(model, datasets["train"], datasets["val"], lr, epochs, layers, augmentation=augmentation,
+                       seed=seed, verbose=verbose)
+    done = list_checkpoints(run_dir)
+    click.echo(f"Done: {done[-1] if done else 'no checkpoint written'}")

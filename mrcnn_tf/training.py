@@ -1,0 +1,297 @@
+"""Staged training as in Matterport's `MaskRCNN.train`, on Keras 3's `fit`.
+
+``train(mrcnn, train_ds, val_ds, learning_rate, epochs, layers)`` freezes everything but `layers`,
+compiles SGD with momentum and global-norm gradient clipping, and fits from ``mrcnn.epoch`` up to
+`epochs` (cumulative, so stages chain: ``epochs=20, layers="heads"`` then ``epochs=40,
+layers="all"`` trains 20 more). Every epoch writes ``mask_rcnn_<name>_<epoch:04d>.weights.h5``
+with its config JSON beside it (atomically), a CSV row and TensorBoard scalars; a non-finite loss
+stops training with `TrainingDivergedError` before anything is written, so the last checkpoint
+on disk is always a good one.
+"""
+import math
+import pathlib
+import re
+
+import keras
+import numpy as np
+
+from mrcnn_tf import checkpoints
+from mrcnn_tf.errors import ConfigError, MrcnnError
+
+# Matterport's layer groups (regexes matched in full against layer names).
+_HEADS = r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)"
+LAYER_REGEX = {
+    "heads": _HEADS,
+    "3+": r"(res3.*)|(bn3.*)|(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|" + _HEADS,
+    "4+": r"(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|" + _HEADS,
+    "5+": r"(res5.*)|(bn5.*)|" + _HEADS,
+    "all": ".*",
+}
+CSV_LOG_NAME = "training_log.csv"
+
+
+class TrainingDivergedError(MrcnnError):
+    """The loss became NaN or infinite; the message names the last good checkpoint."""
+
+
+class _NonFiniteLoss(Exception):
+    def __init__(self, where, logs):
+        super().__init__(where)
+        self.where = where
+        self.logs = logs
+
+
+def layer_regex(layers):
+    """The regex for a `layers` argument: a LAYER_REGEX key or a regex; ConfigError if invalid."""
+    regex = LAYER_REGEX.get(layers, layers)
+    try:
+        re.compile(regex)
+    except (re.error, TypeError) as exc:
+        raise ConfigError(f"layers={layers!r} is neither {', '.join(LAYER_REGEX)} nor a valid regex ({exc})") \
+            from None
+    return regex
+
+
+def set_trainable(keras_model, layer_regex, indent=0, verbose=1):
+    """Make trainable exactly the layers whose name fully matches `layer_regex` (Matterport's rule).
+
+    Nested models (the shared ``rpn_model``) are entered and their layers matched by their own
+    names; a TimeDistributed wrapper is matched by the wrapper's name (``mrcnn_class_conv1``) and
+    the setting applied to the wrapped layer too. Weightless layers are left alone.
+
+    Returns:
+        Names of the layers made trainable, in model order (nested ones included).
+    """
+    regex = LAYER_REGEX.get(layer_regex, layer_regex)
+    trainable_names = []
+    if verbose > 0 and indent == 0:
+        print(f"Selecting layers to train ({regex})")
+    for layer in keras_model.layers:
+        if isinstance(layer, keras.Model) and not isinstance(layer, keras.layers.TimeDistributed):
+            if verbose > 0:
+                print(f"{' ' * indent}In model: {layer.name}")
+            # Keras 3 propagates a container's flag to its children: open it, then choose per layer.
+            layer.trainable = True
+            trainable_names += set_trainable(layer, regex, indent=indent + 4, verbose=verbose)
+            continue
+        if not layer.weights:
+            continue
+        trainable = bool(re.fullmatch(regex, layer.name))
+        layer.trainable = trainable
+        if isinstance(layer, keras.layers.TimeDistributed):
+            layer.layer.trainable = trainable
+        if trainable:
+            trainable_names.append(layer.name)
+            if verbose > 0:
+                print(f"{' ' * indent}{layer.name:20}   ({layer.__class__.__name__})")
+    return trainable_names
+
+
+def build_optimizer(learning_rate, momentum, clip_norm):
+    """SGD with momentum; `clip_norm` scales all gradients by their global norm (Matterport's
+    Keras-2.0.8 ``clipnorm``), None or 0 disables clipping."""
+    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
+                                global_clipnorm=clip_norm if clip_norm else None)
+
+
+# ---------------------------------------------------------------------- callbacks
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stop at the first train batch (or epoch) whose loss values are NaN or infinite.
+
+    It raises instead of setting `stop_training` so that nothing after it (validation, the
+    checkpoint of this epoch) runs on the diverged weights. `train` turns it into a
+    `TrainingDivergedError` naming the last good checkpoint.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    @staticmethod
+    def _bad(logs):
+        return {k: v for k, v in (logs or {}).items()
+                if k.endswith("loss") and isinstance(v, (int, float, np.floating)) and not math.isfinite(v)}
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = self._bad(logs)
+        if bad:
+            raise _NonFiniteLoss(f"epoch {self.epoch + 1}, step {batch + 1}", bad)
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = self._bad(logs)
+        if bad:
+            raise _NonFiniteLoss(f"end of epoch {epoch + 1}", bad)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch, write weights + config JSON atomically and advance ``mrcnn.epoch``.
+
+    Args:
+        mrcnn: the `MaskRCNN` facade (its keras_model, config, checkpoint path and epoch).
+        path_for_epoch: callable epoch (completed epochs, 1-based) -> checkpoint path.
+    """
+
+    def __init__(self, mrcnn, path_for_epoch):
+        super().__init__()
+        self.mrcnn = mrcnn
+        self.path_for_epoch = path_for_epoch
+        self.last_saved = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = self.path_for_epoch(epoch + 1)
+        checkpoints.save_checkpoint(self.mrcnn.keras_model, self.mrcnn.config, path)
+        self.last_saved = path
+        self.mrcnn.epoch = epoch + 1
+
+
+def tensorboard_available():
+    """Whether the `tensorboard` package (needed by tf.summary since TF 2.16) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def default_callbacks(mrcnn, log_dir, path_for_epoch, verbose=1):
+    """Matterport's TensorBoard + checkpoint, plus a CSV log and the non-finite-loss guard."""
+    callbacks = [
+        NonFiniteLossGuard(),  # first: it must run before the checkpoint of a bad epoch
+        EpochCheckpoint(mrcnn, path_for_epoch),
+        keras.callbacks.CSVLogger(str(log_dir / CSV_LOG_NAME), append=True),
+    ]
+    if tensorboard_available():
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False,
+                                                     update_freq="epoch", profile_batch=0))
+    elif verbose:
+        print("Note: TensorBoard logs are off (pip install tensorboard); the CSV log has the same losses")
+    return callbacks
+
+
+# ---------------------------------------------------------------------- train
+def _checkpoint_path_function(mrcnn, log_dir):
+    pattern = getattr(mrcnn, "checkpoint_path", None)
+    if pattern and "{epoch" in str(pattern):
+        # Only the file name of the pattern is used: checkpoints always go into this run's folder.
+        return lambda epoch: log_dir / pathlib.Path(str(pattern).format(epoch=epoch)).name
+    name = mrcnn.config.NAME or "mrcnn"
+    return lambda epoch: log_dir / checkpoints.checkpoint_name(name, epoch)
+
+
+def claim_log_dir(mrcnn):
+    """Create this run's log folder and return it; a new run never writes into another run's folder.
+
+    Three cases: a later stage of this object's run (the folder it already claimed), a resumed run
+    (``mrcnn.epoch > 0``: the folder of the checkpoint it loaded, Matterport's behaviour), or a new
+    run. A new run creates its folder atomically; if that name is taken (two runs started within
+    the same minute, possibly by two processes), it moves to the next free ``_N`` name and updates
+    ``mrcnn.log_dir`` / ``mrcnn.checkpoint_path``.
+    """
+    if getattr(mrcnn, "log_dir", None) is None:
+        raise MrcnnError("the model has no log folder: call model.set_log_dir() before train()")
+    log_dir = pathlib.Path(mrcnn.log_dir)
+    claimed = getattr(mrcnn, "_claimed_log_dir", None)
+    if claimed == str(log_dir) or mrcnn.epoch > 0:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        log_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            log_dir.mkdir()
+        except FileExistsError:
+            moved = checkpoints.new_run_dir(log_dir.parent, mrcnn.config.NAME or "mask_rcnn")
+            pattern = getattr(mrcnn, "checkpoint_path", None)
+            if pattern:
+                mrcnn.checkpoint_path = str(moved / pathlib.Path(str(pattern)).name)
+            log_dir = moved
+    mrcnn.log_dir = str(log_dir)
+    mrcnn._claimed_log_dir = str(log_dir)
+    return log_dir
+
+
+def _data_generators(mrcnn, train_dataset, val_dataset, augmentation, no_augmentation_sources, seed, workers):
+    """Training and validation `DataGenerator`s, STEPS_PER_EPOCH / VALIDATION_STEPS batches long.
+
+    The training stream is positioned at ``mrcnn.epoch`` so a resumed run sees the batches it would
+    have seen uninterrupted; validation is unshuffled and unaugmented, so its losses compare.
+    """
+    from mrcnn_tf.data.pipeline import DataGenerator
+
+    config = mrcnn.config
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2 ** 31))
+    train_gen = DataGenerator(train_dataset, config, shuffle=True, augmentation=augmentation,
+                              steps=config.STEPS_PER_EPOCH, seed=seed,
+                              no_augmentation_sources=no_augmentation_sources, workers=workers)
+    train_gen.set_epoch(mrcnn.epoch)
+    val_gen = DataGenerator(val_dataset, config, shuffle=False, augmentation=None,
+                            steps=config.VALIDATION_STEPS, seed=seed + 1, workers=workers)
+    return train_gen, val_gen
+
+
+def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augmentation=None,
+          custom_callbacks=None, no_augmentation_sources=None, seed=None, workers=1, verbose=1):
+    """Train `mrcnn` (a training-mode `MaskRCNN`) from ``mrcnn.epoch`` up to `epochs`.
+
+    Args:
+        mrcnn: `MaskRCNN` in training mode; its `log_dir` must be set (`set_log_dir`).
+        train_dataset, val_dataset: prepared `Dataset`s.
+        learning_rate: float.
+        epochs: cumulative epoch count to reach (Matterport); nothing happens if already reached.
+        layers: "heads", "3+", "4+", "5+", "all" or a regex over layer names.
+        augmentation: optional imgaug augmenter applied to training images and masks.
+        custom_callbacks: extra keras callbacks, appended after the default ones.
+        no_augmentation_sources: dataset sources never augmented.
+        seed: optional int; seeds Keras/TF/numpy and the data order for reproducible runs.
+        workers: data-loading workers of the `DataGenerator` (Keras 3 keeps them on the dataset).
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+
+    Returns:
+        The keras History of this stage.
+
+    Raises:
+        TrainingDivergedError: the loss became NaN/inf (the message names the last good checkpoint).
+    """
+    if getattr(mrcnn, "mode", "training") != "training":
+        raise MrcnnError("model.train() needs a model built with mode='training'; create "
+                         "MaskRCNN(mode='training', ...) to train")
+    config = mrcnn.config
+    regex = layer_regex(layers)
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    log_dir = claim_log_dir(mrcnn)
+    checkpoints.remove_stale_temporaries(log_dir)
+    path_for_epoch = _checkpoint_path_function(mrcnn, log_dir)
+
+    train_gen, val_gen = _data_generators(mrcnn, train_dataset, val_dataset, augmentation,
+                                          no_augmentation_sources, seed, workers)
+    if verbose:
+        print(f"\nStarting at epoch {mrcnn.epoch}. LR={learning_rate}\n")
+        print(f"Checkpoint Path: {path_for_epoch(mrcnn.epoch + 1)}")
+    set_trainable(mrcnn.keras_model, regex, verbose=verbose)
+    keras_model = mrcnn.keras_model
+    keras_model.configure_losses(config)
+    keras_model.compile(optimizer=build_optimizer(learning_rate, config.LEARNING_MOMENTUM, config.GRADIENT_CLIP_NORM),
+                        jit_compile=bool(getattr(config, "XLA", False)))
+    callbacks = default_callbacks(mrcnn, log_dir, path_for_epoch, verbose) + list(custom_callbacks or [])
+    start = mrcnn.epoch
+    try:
+        return keras_model.fit(train_gen, initial_epoch=start, epochs=max(int(epochs), start),
+                               steps_per_epoch=config.STEPS_PER_EPOCH, callbacks=callbacks,
+                               validation_data=val_gen, validation_steps=config.VALIDATION_STEPS,
+                               shuffle=False, verbose=verbose)
+    except _NonFiniteLoss as exc:
+        last = callbacks[1].last_saved
+        if last is None:
+            earlier = checkpoints.list_checkpoints(log_dir)
+            last = earlier[-1] if earlier else None
+        if last is not None:
+            # The in-memory weights are NaN now; put the last good ones back for notebook users.
+            checkpoints.load_model_weights(keras_model, last)
+            mrcnn.epoch = checkpoints.checkpoint_epoch(last) or mrcnn.epoch
+        kept = (f"the model holds the last good checkpoint again: {last}" if last
+                else "no checkpoint was written in this run")
+        values = ", ".join(f"{k}={v}" for k, v in exc.logs.items())
+        raise TrainingDivergedError(
+            f"training stopped: non-finite loss ({values}) at {exc.where}; {kept}; lower the learning "
+            "rate (--set LEARNING_RATE=...), check the data, or set TRAIN_BN when starting from scratch") from None
