@@ -92,7 +92,9 @@ class Config:
 
     # ------------------------------------------------------------------ derived values
     def refresh(self):
-        """Recompute the derived attributes and validate; call after changing attributes."""
+        """Validate and recompute the derived attributes; call after changing attributes."""
+        # Validate first: the derived values multiply and add attributes that may not be numbers.
+        self.validate()
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
         if self.IMAGE_RESIZE_MODE == "crop":
             self.IMAGE_SHAPE = np.array([self.IMAGE_MIN_DIM, self.IMAGE_MIN_DIM, self.IMAGE_CHANNEL_COUNT])
@@ -100,7 +102,6 @@ class Config:
             self.IMAGE_SHAPE = np.array([self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM, self.IMAGE_CHANNEL_COUNT])
         # image_id(1) + original shape(3) + molded shape(3) + window(4) + scale(1) + active ids(NUM_CLASSES)
         self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
-        self.validate()
         return self
 
     # ------------------------------------------------------------------ validation
@@ -108,7 +109,7 @@ class Config:
         """Raise `ConfigError` (one line: attribute, value, fix) on the first invalid attribute."""
 
         def fail(name, fix):
-            raise ConfigError(f"Config.{name} = {getattr(self, name)!r} is invalid: {fix}")
+            raise ConfigError(f"Config.{name} = {_show(getattr(self, name))} is invalid: {fix}")
 
         def positive_int(name):
             value = getattr(self, name)
@@ -139,12 +140,15 @@ class Config:
             fail("COMPUTE_BACKBONE_SHAPE", "a callable BACKBONE needs COMPUTE_BACKBONE_SHAPE(image_shape)")
         if self.IMAGE_RESIZE_MODE not in RESIZE_MODES:
             fail("IMAGE_RESIZE_MODE", f"use one of {', '.join(RESIZE_MODES)}")
+        if not _numbers(self.BACKBONE_STRIDES) or not all(_is_number(s) and s > 0 for s in self.BACKBONE_STRIDES):
+            fail("BACKBONE_STRIDES", "give one positive stride per pyramid level, e.g. [4, 8, 16, 32, 64]")
         levels = len(self.BACKBONE_STRIDES)
-        if len(self.RPN_ANCHOR_SCALES) != levels:
+        if not _numbers(self.RPN_ANCHOR_SCALES) or len(self.RPN_ANCHOR_SCALES) != levels:
             fail("RPN_ANCHOR_SCALES", f"give one scale per pyramid level ({levels}, as BACKBONE_STRIDES)")
         if any(s <= 0 for s in self.RPN_ANCHOR_SCALES):
             fail("RPN_ANCHOR_SCALES", "anchor sizes are positive pixel lengths")
-        if not self.RPN_ANCHOR_RATIOS or any(r <= 0 for r in self.RPN_ANCHOR_RATIOS):
+        if not _numbers(self.RPN_ANCHOR_RATIOS) or not len(self.RPN_ANCHOR_RATIOS) \
+                or any(r <= 0 for r in self.RPN_ANCHOR_RATIOS):
             fail("RPN_ANCHOR_RATIOS", "use positive width/height ratios such as [0.5, 1, 2]")
         if self.IMAGE_RESIZE_MODE in ("square", "pad64", "crop"):
             positive_int("IMAGE_MIN_DIM")
@@ -157,35 +161,38 @@ class Config:
                 fail(name, f"image sizes must be divisible by 64 (try {math.ceil(getattr(self, name) / 64) * 64})")
         if self.IMAGE_RESIZE_MODE in ("square",) and self.IMAGE_MIN_DIM > self.IMAGE_MAX_DIM:
             fail("IMAGE_MIN_DIM", f"must not exceed IMAGE_MAX_DIM ({self.IMAGE_MAX_DIM})")
-        if len(np.asarray(self.MEAN_PIXEL).reshape(-1)) != self.IMAGE_CHANNEL_COUNT:
+        if not _numbers(self.MEAN_PIXEL) or len(np.asarray(self.MEAN_PIXEL).reshape(-1)) != self.IMAGE_CHANNEL_COUNT:
             fail("MEAN_PIXEL", f"give one mean per channel ({self.IMAGE_CHANNEL_COUNT})")
         for name in ("RPN_BBOX_STD_DEV", "BBOX_STD_DEV"):
-            std = np.asarray(getattr(self, name), dtype=float).reshape(-1)
-            if std.shape != (4,) or np.any(std <= 0):
+            std = getattr(self, name)
+            if not _numbers(std) or np.asarray(std).shape != (4,) or np.any(np.asarray(std) <= 0):
                 fail(name, "give four positive numbers (dy, dx, dh, dw)")
-        if len(self.MASK_SHAPE) != 2 or list(self.MASK_SHAPE) != [2 * self.MASK_POOL_SIZE] * 2:
-            fail("MASK_SHAPE", f"the mask head upsamples once: use [{2 * self.MASK_POOL_SIZE}, {2 * self.MASK_POOL_SIZE}]")
-        if len(self.MINI_MASK_SHAPE) != 2 or any(int(s) < 1 for s in self.MINI_MASK_SHAPE):
+        if not _numbers(self.MASK_SHAPE) or list(self.MASK_SHAPE) != [2 * self.MASK_POOL_SIZE] * 2:
+            side = 2 * self.MASK_POOL_SIZE
+            fail("MASK_SHAPE", f"the mask head upsamples once: use [{side}, {side}]")
+        if not _numbers(self.MINI_MASK_SHAPE) or len(self.MINI_MASK_SHAPE) != 2 \
+                or any(int(s) != s or s < 1 for s in self.MINI_MASK_SHAPE):
             fail("MINI_MASK_SHAPE", "use two positive sizes such as (56, 56)")
-        if set(self.LOSS_WEIGHTS) != set(LOSS_NAMES):
+        if not isinstance(self.LOSS_WEIGHTS, dict) or set(self.LOSS_WEIGHTS) != set(LOSS_NAMES):
             fail("LOSS_WEIGHTS", f"give a weight for exactly these losses: {', '.join(LOSS_NAMES)}")
-        if any(not isinstance(w, (int, float)) or w < 0 for w in self.LOSS_WEIGHTS.values()):
+        if any(not _is_number(w) or w < 0 for w in self.LOSS_WEIGHTS.values()):
             fail("LOSS_WEIGHTS", "weights are numbers >= 0")
-        for name in ("LEARNING_RATE",):
-            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
-                fail(name, "use a positive number such as 0.001")
-        if not isinstance(self.WEIGHT_DECAY, (int, float)) or self.WEIGHT_DECAY < 0:
+        if not _is_number(self.LEARNING_RATE) or self.LEARNING_RATE <= 0:
+            fail("LEARNING_RATE", "use a positive number such as 0.001")
+        if not _is_number(self.WEIGHT_DECAY) or self.WEIGHT_DECAY < 0:
             fail("WEIGHT_DECAY", "use a number >= 0")
         if self.GRADIENT_CLIP_NORM is not None and (
-                not isinstance(self.GRADIENT_CLIP_NORM, (int, float)) or self.GRADIENT_CLIP_NORM <= 0):
+                not _is_number(self.GRADIENT_CLIP_NORM) or self.GRADIENT_CLIP_NORM <= 0):
             fail("GRADIENT_CLIP_NORM", "use a positive number, or None for no clipping")
-        if isinstance(self.IMAGE_MIN_SCALE, bool) or not isinstance(self.IMAGE_MIN_SCALE, (int, float)) \
-                or self.IMAGE_MIN_SCALE < 0:
+        if not _is_number(self.IMAGE_MIN_SCALE) or self.IMAGE_MIN_SCALE < 0:
             fail("IMAGE_MIN_SCALE", "use a number >= 0 (0 means no minimum)")
-        if self.TRAIN_BN not in (True, False, None):
+        if self.TRAIN_BN not in (True, False, None) or not isinstance(self.TRAIN_BN, (bool, type(None))):
             fail("TRAIN_BN", "use False (frozen), True or None (trainable)")
-        if self.MIXED_PRECISION not in (False, True, "mixed_float16", "mixed_bfloat16"):
+        if self.MIXED_PRECISION not in (False, True, "mixed_float16", "mixed_bfloat16") \
+                or not isinstance(self.MIXED_PRECISION, (bool, str)):
             fail("MIXED_PRECISION", "use False, True (mixed_float16), 'mixed_float16' or 'mixed_bfloat16'")
+        if not isinstance(self.XLA, (bool, np.bool_)):
+            fail("XLA", "use true or false")
         if self.ROI_POSITIVE_RATIO * self.TRAIN_ROIS_PER_IMAGE < 1:
             fail("TRAIN_ROIS_PER_IMAGE", "ROI_POSITIVE_RATIO * TRAIN_ROIS_PER_IMAGE must allow >= 1 positive ROI")
 
@@ -209,12 +216,16 @@ class Config:
         for name, value in values.items():
             if name in DERIVED:
                 continue
-            if not hasattr(cls, name):
+            if not isinstance(name, str) or not name.isupper() or not hasattr(cls, name):
                 raise ConfigError(f"Config key {name!r} is unknown to {cls.__name__}: remove it or check the spelling")
             if name in ("BACKBONE", "COMPUTE_BACKBONE_SHAPE") and isinstance(value, str) and value not in BACKBONES:
                 raise ConfigError(f"Config.{name} = {value!r} names a callable that cannot be restored from JSON: "
                                   "set it in Python on a Config subclass")
-            setattr(config, name, value if name in LOOSE_TYPES else _like(getattr(cls, name), value))
+            try:
+                setattr(config, name, value if name in LOOSE_TYPES else _like(getattr(cls, name), value))
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ConfigError(f"Config key {name} = {value!r}: expected {type(getattr(cls, name)).__name__} "
+                                  f"({exc}); fix or remove it") from None
         return config.refresh()
 
     def save_json(self, path):
@@ -247,8 +258,28 @@ class Config:
         """Apply ``["KEY=VALUE", ...]`` (the CLI's ``--set``): values parsed as JSON, type-checked.
 
         A bare word is taken as a string (``--set BACKBONE=resnet50``); a tuple attribute accepts a JSON
-        list. Returns self, refreshed and validated.
+        list. Returns self, refreshed and validated. All or nothing: when any pair is invalid the
+        `ConfigError` leaves the config exactly as it was.
         """
+        saved = dict(self.__dict__)
+        try:
+            names = self._set_pairs(pairs)
+            try:
+                return self.refresh()
+            except ConfigError as exc:
+                if any(name in str(exc) for name in names):
+                    raise
+                # Another attribute no longer fits (MASK_SHAPE after MASK_POOL_SIZE): say which --set did it.
+                raise ConfigError(f"{exc} (after --set {', '.join(names)})") from None
+        except ConfigError:
+            # Instance attributes shadow the class defaults: restoring the dict undoes every setattr.
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _set_pairs(self, pairs):
+        """Set each ``KEY=VALUE`` (type-checked, not yet validated); returns the names set."""
+        names = []
         for pair in pairs:
             if "=" not in pair:
                 raise ConfigError(f"--set {pair!r}: write KEY=VALUE, e.g. --set IMAGES_PER_GPU=1")
@@ -266,9 +297,10 @@ class Config:
             current = getattr(self, name)
             try:
                 setattr(self, name, value if name in LOOSE_TYPES else _like(current, value))
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise ConfigError(f"--set {name}={text}: expected {type(current).__name__} ({exc})") from None
-        return self.refresh()
+            names.append(name)
+        return names
 
     def display(self):
         """Print every configuration value, Matterport style."""
@@ -276,6 +308,25 @@ class Config:
         for name, value in sorted(self.to_dict().items()):
             print(f"{name:30} {value}")
         print("\n")
+
+
+def _show(value, limit=80):
+    """A one-line repr for messages (numpy arrays print over several lines)."""
+    text = " ".join(repr(value.tolist() if isinstance(value, np.ndarray) else value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _is_number(value):
+    """A finite real number (bools and NaN/inf are not)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
+        and math.isfinite(value)
+
+
+def _numbers(values):
+    """True for a list/tuple/array whose items are all finite real numbers (so comparisons cannot raise)."""
+    if isinstance(values, np.ndarray):
+        return values.dtype.kind in "iuf" and bool(np.all(np.isfinite(values)))
+    return isinstance(values, (list, tuple)) and all(_is_number(v) for v in values)
 
 
 def _plain(value):

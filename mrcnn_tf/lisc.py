@@ -95,7 +95,7 @@ class LiscDataset(Dataset):
             min_area: regions with fewer pixels (stray specks in a mask) are not instances.
             expert: which expert's masks, ``areaforexpert<expert>``.
             verify: decode every image and mask now, so a bad file fails here (naming it) and not hours
-                into training; also records each image's class ids.
+                into training; also records each image's class ids (an empty mask warns, naming it).
             on_missing_mask: "warn" (skip the image with a warning), "ignore" (skip silently) or "error".
 
         Raises:
@@ -133,6 +133,11 @@ class LiscDataset(Dataset):
                 image = self.load_image(index)
                 _, class_ids = self.load_mask(index)
                 self.image_info[index].update(class_ids=[int(c) for c in class_ids])
+                if not len(class_ids):
+                    # Kept (it still teaches the RPN what background looks like), but rarely intended.
+                    warnings.warn(f"{self.image_info[index]['mask_path']}: mask holds no cell (no region of "
+                                  f">= {self._min_area} px with a cell grey level); the image is kept with no "
+                                  "leukocytes: fix the mask if it should have some", stacklevel=2)
                 del image
         return self
 

@@ -16,11 +16,13 @@ import datetime
 import importlib
 import os
 import re
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from mrcnn_tf.distribute import precision_policy, strategy_scope
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.nets.graph import build_inference_graph, build_training_graph
 from mrcnn_tf.ops.anchors import compute_backbone_shapes, generate_pyramid_anchors
@@ -88,6 +90,22 @@ def log(text, array=None):
     print(text)
 
 
+def _check_pixel_range(image):
+    """Refuse pixel values the network cannot have been trained on (it expects 0..255 RGB)."""
+    if image.dtype.kind not in "biuf":
+        raise MrcnnError(f"image of dtype {image.dtype}: give a uint8 RGB array (values 0..255)")
+    if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+        raise MrcnnError("image holds NaN or infinite values: give a uint8 RGB array (values 0..255)")
+    low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+    if low < 0 or high > 255:
+        raise MrcnnError(f"image values span {low:g}..{high:g}, outside 0..255: convert to 8-bit RGB first "
+                         "(16-bit: image // 257; floats in [0, 1]: image * 255)")
+    if image.dtype.kind == "f" and 0 < high <= 1:
+        # Most likely skimage's img_as_float output: detecting on it sees a black image.
+        warnings.warn(f"image is float with values in 0..{high:g}: detect expects 0..255; multiply it by 255",
+                      stacklevel=5)
+
+
 def _find_trainable_layer(layer):
     """The layer that owns the weights: TimeDistributed wrappers are unwrapped (recursively)."""
     while isinstance(layer, keras.layers.TimeDistributed):
@@ -136,14 +154,19 @@ class MaskRCNN:
         if mode not in MODES:
             raise MrcnnError(f"MaskRCNN.build(mode={mode!r}): use 'training' or 'inference'")
         self._predict_fn = None
+        # MIXED_PRECISION is a global Keras policy: set while the layers are made, restored after.
         if mode == "inference":
-            inputs, outputs = build_inference_graph(config)
-            return keras.Model(inputs, outputs, name="mask_rcnn")
+            with precision_policy(config):
+                inputs, outputs = build_inference_graph(config)
+                return keras.Model(inputs, outputs, name="mask_rcnn")
         from mrcnn_tf.train_model import MaskRCNNTrainModel
 
-        inputs, outputs = build_training_graph(config)
-        return MaskRCNNTrainModel(inputs=inputs, outputs=outputs, name="mask_rcnn",
-                                  loss_weights=dict(config.LOSS_WEIGHTS), weight_decay=float(config.WEIGHT_DECAY))
+        # GPU_COUNT > 1: variables mirrored on every replica (Keras keeps the strategy for compile/fit).
+        with precision_policy(config), strategy_scope(config):
+            inputs, outputs = build_training_graph(config)
+            return MaskRCNNTrainModel(inputs=inputs, outputs=outputs, name="mask_rcnn",
+                                      loss_weights=dict(config.LOSS_WEIGHTS),
+                                      weight_decay=float(config.WEIGHT_DECAY))
 
     # ------------------------------------------------------------------ anchors
     def get_anchors(self, image_shape):
@@ -170,12 +193,16 @@ class MaskRCNN:
         if image.ndim != 3 or image.shape[-1] != channels:
             raise MrcnnError(f"image of shape {image.shape}: expected [H, W, {channels}] "
                              f"(Config.IMAGE_CHANNEL_COUNT = {channels})")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise MrcnnError(f"image of shape {image.shape} is empty: give an image at least 1x1 pixels")
         return image
 
     def _mold_one(self, image):
         """(molded image [h, w, C] float32, image meta [IMAGE_META_SIZE], window (y1, x1, y2, x2) px)."""
         config = self.config
         image = self._as_rgb(image)
+        if image.dtype != np.uint8:
+            _check_pixel_range(image)
         molded, window, scale, _, _ = resize_image(image, min_dim=config.IMAGE_MIN_DIM,
                                                    min_scale=config.IMAGE_MIN_SCALE, max_dim=config.IMAGE_MAX_DIM,
                                                    mode=config.IMAGE_RESIZE_MODE)
@@ -411,7 +438,10 @@ class MaskRCNN:
         from mrcnn_tf.training import build_optimizer
 
         self.keras_model.configure_losses(self.config)
-        self.keras_model.compile(optimizer=build_optimizer(learning_rate, momentum, self.config.GRADIENT_CLIP_NORM))
+        # Optimizer variables must be created under the model's strategy (GPU_COUNT > 1).
+        with self.keras_model.distribute_strategy.scope():
+            self.keras_model.compile(optimizer=build_optimizer(learning_rate, momentum,
+                                                               self.config.GRADIENT_CLIP_NORM))
 
     def get_imagenet_weights(self):
         """Path of the keras.applications ImageNet weights for this BACKBONE (found or downloaded)."""

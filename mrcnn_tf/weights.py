@@ -57,6 +57,7 @@ class LoadReport:
         mismatched: "name: file shapes vs model shapes" for layers that did not fit (empty after a
             successful load: a mismatch is an error unless excluded).
         notes: anything else the user should know (automatic exclusions, BN epsilon folding...).
+        file_num_classes: the file's class count, read from mrcnn_class_logits when it does not fit.
     """
 
     filepath: str
@@ -67,6 +68,7 @@ class LoadReport:
     absent_in_model: list = dataclasses.field(default_factory=list)
     mismatched: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
+    file_num_classes: int = None  # set when mrcnn_class_logits does not fit: the file's NUM_CLASSES
 
     def __str__(self):
         lines = [f"Weights from {self.filepath} ({self.source_format}): loaded {len(self.loaded)} layers, "
@@ -124,6 +126,24 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None, verbose=1):
     if verbose:
         print(report)
     return report
+
+
+def check_weights_file(filepath):
+    """Raise `WeightsError` unless `filepath` is a readable HDF5 or ``.keras`` file; no model needed.
+
+    For refusing a missing, non-HDF5 or truncated file before building a model (minutes on a CPU),
+    with the messages `load_weights` gives. Returns the path.
+    """
+    path = pathlib.Path(filepath)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} not found: check the path (or use --weights coco|imagenet|last)")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if "model.weights.h5" not in archive.namelist():
+                raise WeightsError(f"{path} is a zip archive without model.weights.h5: give a .keras model file")
+        return path
+    with _open_h5(path):
+        return path
 
 
 def _open_h5(path):
@@ -233,6 +253,10 @@ def _fits(report, name, arrays, variables):
     if file_shapes == model_shapes:
         return True
     report.mismatched.append(f"{name}: file [{' '.join(file_shapes)}] vs model [{' '.join(model_shapes)}]")
+    if name == "mrcnn_class_logits" and arrays:
+        # Dense kernel [fc_size, num_classes]: the class count the file was trained for.
+        first = arrays[0][1] if isinstance(arrays[0], tuple) else arrays[0]
+        report.file_num_classes = int(first.shape[-1]) if len(first.shape) else None
     return False
 
 
@@ -375,10 +399,12 @@ def read_plan(report, plan):
     """
     if report.mismatched:
         names = [m.split(":")[0] for m in report.mismatched]
-        raise WeightsError(
+        error = WeightsError(
             f"{report.filepath}: {len(names)} layer(s) do not fit this model ({'; '.join(report.mismatched[:3])}"
             f"{'; ...' if len(names) > 3 else ''}); the file was made for another class count or backbone: "
             f"load with by_name=True, exclude={names[:_SHOW]!r} (COCO: exclude=coco_exclude_for(config))")
+        error.report = report  # callers (the CLI) word the fix for their own options
+        raise error
     if not plan:
         raise WeightsError(f"{report.filepath}: no layer of the file matches this model's layer names "
                            f"(file has {_short(report.absent_in_model, 4) or 'no weights'}): is it a Mask R-CNN "

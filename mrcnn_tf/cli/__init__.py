@@ -1,9 +1,11 @@
 """`mrcnn-tf`: one Click group for synth, train, evaluate, detect, demo and export (DESIGN §2).
 
-User errors (`MrcnnError`) print one line and exit 2 without a traceback; ``--debug`` shows it.
+User errors (`MrcnnError`) print one line and exit 2 without a traceback; ``mrcnn-tf --debug <command>``
+shows it. Warnings print as one ``Warning: ...`` line.
 """
 import importlib
 import sys
+import warnings
 
 import click
 
@@ -48,10 +50,36 @@ def cli(ctx, debug):
     ctx.obj["debug"] = debug
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    # A user sees "Warning: <what and fix>", not the source line that issued it (--debug keeps Python's format).
+    click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
+
+
+def _os_error_text(exc):
+    """What went wrong with the file and what to do, for the usual file-system errors."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return "a file is in the way where a folder is needed; choose another path or move the file"
+    if isinstance(exc, PermissionError):
+        return "permission denied; choose a location you can write to or fix its permissions"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file or folder; check the path"
+    return f"{exc.strerror or exc}; check the path, its permissions and the free disk space"
+
+
 def main(argv=None):
-    """Console entry point: runs the group, turning `MrcnnError` into one line on stderr."""
+    """Console entry point: runs the group, turning user errors into one line on stderr.
+
+    `MrcnnError` and file-system errors that name a file (permission denied, disk full ...) print
+    ``Error: <message>`` and exit 2; ``mrcnn-tf --debug <command>`` re-raises them with the traceback.
+    Any other exception is a bug and keeps its traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    # Only the group's own options (before the command name) can be --debug.
+    command_at = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
+    debug = "--debug" in argv[:command_at]
+    previous = warnings.showwarning
+    if not debug:
+        warnings.showwarning = _one_line_warning
     try:
         cli.main(args=argv, prog_name="mrcnn-tf", standalone_mode=False)
     except click.exceptions.Abort:
@@ -63,11 +91,18 @@ def main(argv=None):
     except MrcnnError as exc:
         if debug:
             raise
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {' '.join(str(exc).split())}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        if debug or exc.filename is None:
+            raise
+        click.echo(f"Error: {exc.filename}: {_os_error_text(exc)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    finally:
+        warnings.showwarning = previous
     sys.exit(0)
 
 

@@ -85,14 +85,46 @@ def load_inference_model(weights, logs, overrides=()):
     Returns:
         (model, checkpoint path).
     """
+    from mrcnn_tf.errors import WeightsError
     from mrcnn_tf.model import MaskRCNN
+    from mrcnn_tf.weights import check_weights_file
 
     checkpoint = resolve_checkpoint(weights, logs)
+    check_weights_file(checkpoint)  # a damaged file fails before the (slow) model build
     config = load_config(checkpoint, overrides)
     model = MaskRCNN(mode="inference", config=config, model_dir=logs)
-    # By name: a checkpoint written by the training model holds extra layers the inference model lacks.
-    model.load_weights(str(checkpoint), by_name=True)
+    try:
+        # By name: a checkpoint written by the training model holds extra layers the inference model lacks.
+        model.load_weights(str(checkpoint), by_name=True)
+    except WeightsError as exc:
+        report = getattr(exc, "report", None)
+        if report is None or not report.mismatched:
+            raise
+        raise WeightsError(misfit_message(report, checkpoint, config)) from None
     return model, checkpoint
+
+
+def misfit_message(report, checkpoint, config):
+    """One line for weights whose shapes do not fit the model, with a command-line fix.
+
+    The library's own fix (``by_name=True, exclude=[...]``) is Python; on the command line the
+    lever is the config: the JSON beside the checkpoint or ``--set``.
+    """
+    from mrcnn_tf.checkpoints import config_path_for
+    from mrcnn_tf.weights import COCO_CLASS_SPECIFIC
+
+    beside = config_path_for(checkpoint)
+    source = f"config {beside.name}" if beside.is_file() else "LiscConfig defaults, no .config.json beside it"
+    names = {m.split(":")[0] for m in report.mismatched}
+    classes = report.file_num_classes
+    if classes and classes != config.NUM_CLASSES and names <= set(COCO_CLASS_SPECIFIC):
+        fix = (f"the file is for NUM_CLASSES={classes}, the model for {config.NUM_CLASSES} ({source}): pass "
+               f"--set NUM_CLASSES={classes} or use the config saved with these weights")
+    else:
+        known = f" and NUM_CLASSES={classes}" if classes and classes != config.NUM_CLASSES else ""
+        fix = (f"it was trained with other settings{known} than the model ({source}): put the .config.json "
+               "saved with it beside it, or give its settings with --set KEY=VALUE")
+    return f"{checkpoint}: {len(report.mismatched)} layer(s) do not fit ({report.mismatched[0]}); {fix}"
 
 
 def class_names_for(config, dataset=None):
@@ -112,7 +144,7 @@ def list_images(path):
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise MrcnnError(f"--input {path}: no such file or folder")
+        raise MrcnnError(f"--input {path}: no such file or folder; give an image file or a folder of images")
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise MrcnnError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")

@@ -5,6 +5,8 @@ Writes to --output:
     detections.json      COCO results (image_id, category_id, bbox [x, y, w, h], score, RLE segmentation)
     images.json          the COCO "images" and "categories" those results refer to
     counts.csv           the differential count: cells of each type per image, the total, and percentages
+
+Result files already in --output are never replaced unless --force is given.
 """
 import csv
 import json
@@ -14,6 +16,7 @@ import click
 import numpy as np
 
 from mrcnn_tf.cli._common import class_names_for, list_images, load_inference_model, weights_options
+from mrcnn_tf.errors import MrcnnError
 
 
 def _overlay_name(path, used):
@@ -51,6 +54,16 @@ def write_counts(path, rows, class_names):
     return totals
 
 
+def existing_results(output, inputs):
+    """Names of the files `run_detect` would write to `output` that already exist there."""
+    output = pathlib.Path(output)
+    if not output.is_dir():
+        return []
+    used = set()
+    names = [_overlay_name(path, used) for path in inputs] + ["detections.json", "images.json", "counts.csv"]
+    return [name for name in names if (output / name).exists()]
+
+
 def run_detect(model, inputs, output, class_names, echo=click.echo):
     """Detect on every file of `inputs` and write overlays, COCO JSON and the count CSV to `output`.
 
@@ -63,7 +76,7 @@ def run_detect(model, inputs, output, class_names, echo=click.echo):
 
     output = pathlib.Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    # Dataset.load_image reads any format skimage knows, turns grey into RGB and names bad files.
+    # Dataset.load_image converts grey/RGBA/CMYK/16-bit files to RGB and names bad files.
     reader = Dataset()
     for i, path in enumerate(inputs):
         reader.add_image("input", i, str(path))
@@ -89,12 +102,18 @@ def run_detect(model, inputs, output, class_names, echo=click.echo):
 
 @click.command()
 @weights_options
-@click.option("--input", "input_path", required=True, type=click.Path(exists=True),
+@click.option("--input", "input_path", required=True, type=click.Path(),
               help="An image file or a folder of images.")
 @click.option("--output", required=True, type=click.Path(file_okay=False), help="Folder for the results.")
-def detect(weights, logs, overrides, input_path, output):
+@click.option("--force", is_flag=True, help="Write over results already in --output.")
+def detect(weights, logs, overrides, input_path, output, force):
     """Find and type cells: overlay PNGs, COCO results JSON and a differential count CSV."""
     inputs = list_images(input_path)
+    taken = existing_results(output, inputs)
+    # Refuse before the (slow) model build: earlier results are never replaced silently.
+    if taken and not force:
+        raise MrcnnError(f"{pathlib.Path(output) / taken[0]} already exists ({len(taken)} result file(s) in --output): "
+                         "choose another --output or pass --force to replace them")
     model, checkpoint = load_inference_model(weights, logs, overrides)
     click.echo(f"Weights: {checkpoint}")
     summary = run_detect(model, inputs, output, class_names_for(model.config))

@@ -13,7 +13,7 @@ from mrcnn_tf.cli._common import load_inference_model, weights_options
 
 
 @click.command()
-@click.option("--dataset", "dataset_dir", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--dataset", "dataset_dir", required=True, type=click.Path(file_okay=False),
               help="LISC-layout (or WBC-layout) dataset folder.")
 @click.option("--subset", type=click.Choice(["train", "val", "all"]), default="val", show_default=True,
               help="Which part of the deterministic split to score ('all': every image).")
@@ -22,6 +22,7 @@ from mrcnn_tf.cli._common import load_inference_model, weights_options
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N images.")
 def evaluate(dataset_dir, subset, weights, logs, overrides, json_path, limit):
     """Score a checkpoint: mAP50, COCO AP, per-class AP, accuracy."""
+    from mrcnn_tf.errors import DatasetError
     from mrcnn_tf.evaluation.evaluate import evaluate_dataset, format_report
     from mrcnn_tf.lisc import LiscDataset
 
@@ -29,7 +30,8 @@ def evaluate(dataset_dir, subset, weights, logs, overrides, json_path, limit):
     dataset.load_lisc(dataset_dir, subset)
     dataset.prepare()
     if dataset.num_images == 0:
-        raise click.UsageError(f"no images in the {subset!r} subset of {dataset_dir}")
+        raise DatasetError(f"{dataset_dir}: no images in the {subset!r} subset; use --subset all, or a dataset "
+                           "with at least two images per folder")
     model, checkpoint = load_inference_model(weights, logs, overrides)
     click.echo(f"Weights: {checkpoint}")
     image_ids = list(dataset.image_ids)[:limit] if limit else None

@@ -16,7 +16,9 @@ import warnings
 import numpy as np
 import skimage.color
 import skimage.io
+from PIL import Image, UnidentifiedImageError
 
+from mrcnn_tf.data.lisc_format import read_image
 from mrcnn_tf.errors import DatasetError
 
 
@@ -43,6 +45,17 @@ def _to_uint8(image):
         top = 65535 if image.max(initial=0) <= 65535 else info.max
         return np.clip(np.round(image.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
     raise DatasetError(f"unsupported image dtype {image.dtype}: convert the file to 8-bit RGB")
+
+
+def _pillow_knows(path):
+    """True when Pillow identifies the file (a damaged one included: `read_image` then names it)."""
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, FileNotFoundError, IsADirectoryError, PermissionError):
+        return False
+    except Exception:  # damaged header: Pillow recognised the format but cannot parse it
+        return True
 
 
 class Dataset:
@@ -141,20 +154,27 @@ class Dataset:
     def load_image(self, image_id):
         """Load an image as uint8 RGB [H, W, 3].
 
-        Grey images become RGB, an alpha channel is dropped, 16-bit images are scaled to 8 bits.
+        Grey images become RGB, an alpha channel is dropped, 16-bit images are scaled to 8 bits (by
+        257), CMYK and palette images are converted. Files Pillow knows are read by Pillow; others
+        (exotic TIFFs) by skimage.
 
         Raises:
             DatasetError: the file is missing, unreadable or not an image (the message names it).
         """
         path = self.image_info[image_id]["path"]
+        if _pillow_knows(path):
+            # Pillow converts by colour mode (CMYK, palette, LA, 16-bit): skimage would hand CMYK back as
+            # four channels that read as RGBA, a silently wrong image.
+            return read_image(path)
         try:
             image = skimage.io.imread(path)
         except FileNotFoundError:
             raise DatasetError(f"{path}: image file not found; check the dataset folder") from None
-        except Exception as exc:  # the readers raise many types (OSError, ValueError, SyntaxError ...)
-            detail = " ".join(str(exc).split())  # keep the message on one line
-            raise DatasetError(f"{path}: cannot read image ({type(exc).__name__}: {detail}); "
-                               "replace or remove the file") from None
+        except Exception:  # the readers raise many types (OSError, ValueError, struct.error ...)
+            # Neither Pillow nor imageio knows these bytes: their own messages (missing backends,
+            # struct unpacking) would only mislead.
+            raise DatasetError(f"{path}: not an image file (no reader recognises it); save it as PNG, BMP, "
+                               "JPEG or TIFF, or remove it") from None
         image = np.asarray(image)
         if image.dtype == object or image.ndim not in (2, 3) or image.size == 0:
             raise DatasetError(f"{path}: not a 2-D image (array of shape {image.shape}, dtype {image.dtype}); "

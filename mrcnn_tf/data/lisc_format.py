@@ -133,7 +133,13 @@ def read_image(path):
     """
     img = _open(path, "image")
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        grey = _as_uint8(np.asarray(img), path, "image")
+        array = np.asarray(img)
+        if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+            # Known 16-bit data: always the full-range mapping, also for a dark image whose values
+            # all stay <= 255 (left as they are, it would come out up to 257x too bright).
+            grey = np.round(array.astype(np.float64) / 257.0).astype(np.uint8)
+        else:
+            grey = _as_uint8(array, path, "image")
         return np.repeat(grey[:, :, None], 3, axis=2)
     if img.mode != "RGB":
         img = img.convert("RGB")  # handles 1, L, LA, RGBA, CMYK, YCbCr ...
