@@ -234,24 +234,39 @@ class WeightsChoice(NamedTuple):
     epoch: Optional[int] = None
 
 
-def resolve_weights(spec, logs_dir, name=None):
+def resolve_weights(spec, logs_dir, name=None, accepted=WEIGHTS_KEYWORDS):
     """Turn ``--weights coco|imagenet|last|none|PATH`` into a `WeightsChoice`.
 
     "last" finds the newest checkpoint under `logs_dir` (optionally of config NAME `name`); a PATH
     must exist. Downloading/locating COCO or ImageNet files is `mrcnn_tf.weights`' job.
 
+    Args:
+        spec: the ``--weights`` value.
+        logs_dir: folder searched by "last".
+        name: config NAME whose run folders "last" considers (None: all).
+        accepted: the keywords (subset of `WEIGHTS_KEYWORDS`) the calling command takes, e.g.
+            ``("last",)`` for detect/evaluate/export; error messages list only these.
+
     Raises:
         CheckpointNotFoundError / WeightsError with a one-line fix.
     """
+    accepted = tuple(k.lower() for k in accepted)
+    unknown = set(accepted) - set(WEIGHTS_KEYWORDS)
+    if unknown:
+        raise ValueError(f"accepted={sorted(unknown)}: keywords must come from {WEIGHTS_KEYWORDS}")
+    choices = ", ".join(accepted) + " or a weight file path" if accepted else "a weight file path"
     text = str(spec).strip()
     keyword = text.lower()
-    if keyword in ("coco", "imagenet", "none"):
+    if keyword in WEIGHTS_KEYWORDS:
+        # A keyword is never read as a file name, also where this command does not take it.
+        if keyword not in accepted:
+            raise WeightsError(f"--weights {text}: not accepted by this command; give {choices}")
+        if keyword == "last":
+            path = find_last(logs_dir, name)
+            return WeightsChoice("checkpoint", path, checkpoint_epoch(path))
         return WeightsChoice(keyword)
-    if keyword == "last":
-        path = find_last(logs_dir, name)
-        return WeightsChoice("checkpoint", path, checkpoint_epoch(path))
     path = pathlib.Path(text).expanduser()
     if not path.is_file():
-        raise WeightsError(f"--weights {text}: no such file; give coco, imagenet, last, none or a weight file path")
+        raise WeightsError(f"--weights {text}: no such file; give {choices}")
     epoch = checkpoint_epoch(path)
     return WeightsChoice("checkpoint" if epoch is not None else "file", path, epoch)

@@ -80,6 +80,29 @@ def test_resolve_weights(tmp_path):
         C.resolve_weights("last", tmp_path / "empty")
 
 
+def test_resolve_weights_lists_only_the_accepted_keywords(tmp_path):
+    ckpt = touch(tmp_path / "lisc20240101T0000" / C.checkpoint_name("lisc", 4))
+    assert C.resolve_weights("LAST", tmp_path, accepted=("last",)) == C.WeightsChoice("checkpoint", ckpt, 4)
+    assert C.resolve_weights(str(ckpt), tmp_path, accepted=("last",)).path == ckpt
+    missing = tmp_path / "nope.h5"
+    with pytest.raises(WeightsError) as info:
+        C.resolve_weights(str(missing), tmp_path)
+    assert str(info.value) == f"--weights {missing}: no such file; give coco, imagenet, last, none or a weight file path"
+    with pytest.raises(WeightsError) as info:
+        C.resolve_weights(str(missing), tmp_path, accepted=("last",))
+    assert str(info.value) == f"--weights {missing}: no such file; give last or a weight file path"
+    # A keyword the command does not take is refused, never looked up as a file, even if one has its name.
+    touch(tmp_path / "coco")
+    for keyword in ("coco", "ImageNet", "none"):
+        with pytest.raises(WeightsError) as info:
+            C.resolve_weights(keyword, tmp_path, accepted=("last",))
+        assert str(info.value) == f"--weights {keyword}: not accepted by this command; give last or a weight file path"
+    with pytest.raises(WeightsError, match="give coco or a weight file path"):
+        C.resolve_weights("last", tmp_path, accepted=("coco",))
+    with pytest.raises(ValueError, match="keywords must come from"):
+        C.resolve_weights("last", tmp_path, accepted=("latest",))
+
+
 def test_new_run_dir_never_reuses_a_folder(tmp_path):
     now = datetime.datetime(2024, 5, 6, 7, 8)
     first = C.new_run_dir(tmp_path, "LISC", now)

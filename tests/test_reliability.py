@@ -242,7 +242,9 @@ def _weights_cases(world, tmp_path):
         (["--weights", pickled], f"{pickled} is not an HDF5 weight file", "give a Keras .h5 / .weights.h5 / .keras"),
         (["--weights", truncated], f"{truncated} is truncated or damaged (30,000 bytes", "download or copy it again"),
         (["--weights", archive], f"{archive} is a zip archive without model.weights.h5", "give a .keras model file"),
-        (["--weights", tmp_path / "nope.h5"], f"--weights {tmp_path / 'nope.h5'}: no such file", "give coco, imagenet"),
+        (["--weights", tmp_path / "nope.h5"], f"--weights {tmp_path / 'nope.h5'}: no such file; give last or a "
+                                              "weight file path", ""),  # only what detect takes
+        (["--weights", "coco"], "--weights coco: not accepted by this command; give last or a weight file path", ""),
         (["--weights", "last", "--logs", tmp_path / "empty logs"], f"No checkpoint (mask_rcnn_*.weights.h5) under "
                                                                     f"{tmp_path / 'empty logs'}", "train first"),
         (["--logs", tmp_path / "no logs"], f"No checkpoint under {tmp_path / 'no logs'}: the folder does not exist",

@@ -69,14 +69,10 @@ def load_config(checkpoint, overrides=()):
 
 
 def resolve_checkpoint(weights, logs):
-    """The weight file named by ``--weights last|PATH``."""
+    """The weight file named by ``--weights last|PATH`` (coco, imagenet and none are refused)."""
     from mrcnn_tf.checkpoints import resolve_weights
 
-    choice = resolve_weights(weights, logs)
-    if choice.path is None:
-        raise MrcnnError(f"--weights {weights}: this command needs trained weights; use --weights last "
-                         "(newest checkpoint under --logs) or a weight file path")
-    return pathlib.Path(choice.path)
+    return pathlib.Path(resolve_weights(weights, logs, accepted=("last",)).path)
 
 
 def load_inference_model(weights, logs, overrides=()):
@@ -104,11 +100,12 @@ def load_inference_model(weights, logs, overrides=()):
     return model, checkpoint
 
 
-def misfit_message(report, checkpoint, config):
+def misfit_message(report, checkpoint, config, training=False):
     """One line for weights whose shapes do not fit the model, with a command-line fix.
 
     The library's own fix (``by_name=True, exclude=[...]``) is Python; on the command line the
-    lever is the config: the JSON beside the checkpoint or ``--set``.
+    lever is the config: the JSON beside the checkpoint or ``--set``. With `training`, NUM_CLASSES
+    is fixed by the dataset, so a file for another class count needs other start weights instead.
     """
     from mrcnn_tf.checkpoints import config_path_for
     from mrcnn_tf.weights import COCO_CLASS_SPECIFIC
@@ -117,7 +114,11 @@ def misfit_message(report, checkpoint, config):
     source = f"config {beside.name}" if beside.is_file() else "LiscConfig defaults, no .config.json beside it"
     names = {m.split(":")[0] for m in report.mismatched}
     classes = report.file_num_classes
-    if classes and classes != config.NUM_CLASSES and names <= set(COCO_CLASS_SPECIFIC):
+    if classes and classes != config.NUM_CLASSES and names <= set(COCO_CLASS_SPECIFIC) and training:
+        fix = (f"the file is for NUM_CLASSES={classes}, the dataset and model for {config.NUM_CLASSES}: start "
+               "from weights trained on these classes, or from --weights coco (its class layers are left out "
+               "and trained anew)")
+    elif classes and classes != config.NUM_CLASSES and names <= set(COCO_CLASS_SPECIFIC):
         fix = (f"the file is for NUM_CLASSES={classes}, the model for {config.NUM_CLASSES} ({source}): pass "
                f"--set NUM_CLASSES={classes} or use the config saved with these weights")
     else:

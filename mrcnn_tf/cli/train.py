@@ -100,9 +100,30 @@ def _load_start_weights(model, choice, config):
         from mrcnn_tf.weights_imagenet import load_imagenet_weights
         load_imagenet_weights(model.keras_model, config)
     elif choice.kind in ("checkpoint", "file"):
-        report = model.load_weights(str(choice.path), by_name=True)
-        if report is not None:
-            click.echo(str(report))
+        from mrcnn_tf.cli._common import misfit_message
+        from mrcnn_tf.errors import WeightsError
+
+        try:
+            report = model.load_weights(str(choice.path), by_name=True, verbose=0)
+        except WeightsError as exc:
+            report = getattr(exc, "report", None)
+            if report is None or not report.mismatched:
+                raise
+            # The loader's fix (exclude=[...]) is Python: say what to do on the command line instead.
+            raise WeightsError(misfit_message(report, choice.path, config, training=True)) from None
+        click.echo(str(report))
+
+
+def _check_class_count(dataset, config, choice):
+    """Refuse a config whose NUM_CLASSES is not the dataset's: class ids beyond it break training."""
+    if dataset.num_classes == config.NUM_CLASSES:
+        return
+    from mrcnn_tf.checkpoints import config_path_for
+
+    source = (f"config {config_path_for(choice.path).name}" if choice.kind == "checkpoint"
+              and config_path_for(choice.path).is_file() else "--set or LiscConfig defaults")
+    raise ConfigError(f"NUM_CLASSES is {config.NUM_CLASSES} ({source}) but the dataset has {dataset.num_classes} "
+                      f"classes ({', '.join(dataset.class_names)}): pass --set NUM_CLASSES={dataset.num_classes}")
 
 
 def _schedule_text(schedule, choice):
@@ -123,7 +144,8 @@ def _interrupt_on_sigterm():
 
 
 @click.command("train")
-@click.option("--dataset", "dataset_dir", required=True, type=click.Path(exists=True, file_okay=False),
+# No exists=True: the dataset loader's own message says what a dataset folder holds and how to make one.
+@click.option("--dataset", "dataset_dir", required=True, type=click.Path(file_okay=False),
               help="LISC-layout (or WBC-layout) dataset folder; its deterministic train/val split is used.")
 @click.option("--weights", required=True, metavar="coco|imagenet|last|none|PATH",
               help="Start point: COCO or ImageNet weights, the newest checkpoint under --logs, random, or a file.")
@@ -141,9 +163,12 @@ def _interrupt_on_sigterm():
 def train(dataset_dir, weights, logs, schedule, later_lr_factor, overrides, seed, no_augment):
     """Train Mask R-CNN on a LISC-layout dataset in stages (heads, then all layers)."""
     from mrcnn_tf import training
-    from mrcnn_tf.checkpoints import atomic_write_text, list_checkpoints, resolve_weights
+    from mrcnn_tf.checkpoints import WEIGHTS_KEYWORDS, atomic_write_text, list_checkpoints, resolve_weights
+    from mrcnn_tf.weights import check_weights_file
 
-    choice = resolve_weights(weights, logs)
+    choice = resolve_weights(weights, logs, accepted=WEIGHTS_KEYWORDS)
+    if choice.path is not None:
+        check_weights_file(choice.path)  # a damaged file fails before the dataset load and the (slow) model build
     config = _prepare_config(choice, overrides)
     stages = parse_schedule(_schedule_text(schedule, choice), config.LEARNING_RATE, later_lr_factor)
     if choice.kind == "none" and stages[0][0] != "all":
@@ -166,6 +191,7 @@ def train(dataset_dir, weights, logs, schedule, later_lr_factor, overrides, seed
         if datasets[subset].num_images == 0:
             raise MrcnnError(f"{dataset_dir}: the {subset!r} part of the split is empty; add images "
                              "(at least 5 per type folder) or check the layout")
+    _check_class_count(datasets["train"], config, choice)
     _interrupt_on_sigterm()
     model = MaskRCNN(mode="training", config=config, model_dir=logs)
     _load_start_weights(model, choice, config)
