@@ -4,6 +4,7 @@ User errors (`MrcnnError`) print one line and exit 2 without a traceback; ``mrcn
 shows it. Warnings print as one ``Warning: ...`` line.
 """
 import importlib
+import os
 import sys
 import warnings
 
@@ -66,6 +67,26 @@ def _os_error_text(exc):
     return f"{exc.strerror or exc}; check the path, its permissions and the free disk space"
 
 
+def _import_tensorflow_quietly():
+    """Import TensorFlow with file descriptor 2 muted.
+
+    TensorFlow's C++ start-up lines (absl's "All log messages before InitializeLog", CUDA probes)
+    are written straight to fd 2 before TF_CPP_MIN_LOG_LEVEL is read, so a user's one-line error
+    would arrive under a screenful of them. A failed import restores stderr before it raises.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv=None):
     """Console entry point: runs the group, turning user errors into one line on stderr.
 
@@ -80,6 +101,9 @@ def main(argv=None):
     previous = warnings.showwarning
     if not debug:
         warnings.showwarning = _one_line_warning
+        command = argv[command_at] if command_at < len(argv) else None
+        if command in COMMANDS and command != "synth" and not {"-h", "--help"} & set(argv):
+            _import_tensorflow_quietly()
     try:
         cli.main(args=argv, prog_name="mrcnn-tf", standalone_mode=False)
     except click.exceptions.Abort:

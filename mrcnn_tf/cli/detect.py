@@ -20,10 +20,14 @@ from mrcnn_tf.errors import MrcnnError
 
 
 def _overlay_name(path, used):
-    """``<stem>_overlay.png``, with the extension kept in the name when two inputs share a stem."""
-    name = f"{path.stem}_overlay.png"
-    if name in used:
-        name = f"{path.stem}_{path.suffix.lstrip('.')}_overlay.png"
+    """``<stem>_overlay.png``; on a clash the parent folder, then the extension, then a number join the name.
+
+    Inputs from several folders often share file names (LISC's ``Baso/1.bmp``, ``eosi/1.bmp``...): no
+    overlay may be written over another one.
+    """
+    candidates = [path.stem, f"{path.parent.name}_{path.stem}", f"{path.parent.name}_{path.stem}_{path.suffix.lstrip('.')}"]
+    candidates += [f"{candidates[-1]}_{n}" for n in range(2, len(used) + 3)]
+    name = next(f"{stem}_overlay.png" for stem in candidates if f"{stem}_overlay.png" not in used)
     used.add(name)
     return name
 
@@ -90,7 +94,9 @@ def run_detect(model, inputs, output, class_names, echo=click.echo):
         results.extend(detections_to_coco(image_id, r["rois"], r["class_ids"], r["scores"], r["masks"]))
         overlay = output / _overlay_name(path, used)
         visualize.save_instances(overlay, image, r["rois"], r["masks"], r["class_ids"], class_names, r["scores"])
-        count_rows.append((path.name, r["class_ids"]))
+        # A clashing file name is told apart by its folder in the count table too.
+        label = path.name if overlay.name == f"{path.stem}_overlay.png" else f"{path.parent.name}/{path.name}"
+        count_rows.append((label, r["class_ids"]))
         found = ", ".join(f"{class_names[c]} {s:.2f}" for c, s in zip(r["class_ids"], r["scores"])) or "no cells"
         echo(f"{path.name}: {found}")
     (output / "detections.json").write_text(json.dumps(results))

@@ -1,0 +1,274 @@
+"""The CPU demo and the learning benchmark: synthesize, train from scratch, evaluate, detect.
+
+`DemoConfig` is a CPU-sized LISC configuration (ResNet-18, 256 px, 64-channel FPN, few ROIs);
+`train_timed` trains it for a wall-clock budget while scoring a held-out set at intervals
+(`TimedEvaluation`), which gives the metric-against-minutes curve of `bench/learn_synth.py`;
+`run_demo` is `mrcnn-tf demo` end to end.
+"""
+import json
+import pathlib
+import time
+
+import keras
+import numpy as np
+
+from mrcnn_tf.lisc import LiscConfig, LiscDataset
+
+
+class DemoConfig(LiscConfig):
+    """LISC, sized to learn on a 2-core CPU in minutes (the full LISC setup is `LiscConfig`).
+
+    Each value differs from LiscConfig for the reason beside it.
+    """
+
+    NAME = "demo"
+    BACKBONE = "resnet18"  # the C5/C4 stages of ResNet-50 cost most of a CPU step; 18 layers suffice here
+    TRAIN_BN = True  # trained from scratch: frozen BatchNorm would mean no normalisation at all
+    IMAGES_PER_GPU = 4
+    # 720x576 -> 256x205 (scale 0.36): cells become 21-48 px, still showing lobes and granules.
+    IMAGE_MIN_DIM = 256
+    IMAGE_MAX_DIM = 256
+    RPN_ANCHOR_SCALES = (16, 32, 64, 128, 256)  # 16-64 bracket the 21-48 px cells (IoU >= 0.5 each)
+    TOP_DOWN_PYRAMID_SIZE = 64  # the 512-wide RPN conv over P2 at 256 channels was half of each step
+    FPN_CLASSIF_FC_LAYERS_SIZE = 256  # five types need far less than COCO's 1024
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 64
+    PRE_NMS_LIMIT = 1000
+    POST_NMS_ROIS_TRAINING = 200
+    POST_NMS_ROIS_INFERENCE = 100
+    TRAIN_ROIS_PER_IMAGE = 32  # ~10 positive slots per image for 1-4 cells
+    MAX_GT_INSTANCES = 8
+    DETECTION_MAX_INSTANCES = 10
+    LEARNING_RATE = 0.02  # with BatchNorm trained, from scratch; clipped at GRADIENT_CLIP_NORM
+    STEPS_PER_EPOCH = 25
+    VALIDATION_STEPS = 3
+
+
+def load_subset(dataset_dir, subset="all"):
+    """A prepared `LiscDataset` of `dataset_dir`."""
+    dataset = LiscDataset()
+    dataset.load_lisc(str(dataset_dir), subset)
+    dataset.prepare()
+    return dataset
+
+
+def copy_weights(source, target):
+    """Copy weights between two Keras models layer by layer, matching layer names.
+
+    Used to score a training model with an inference model of the same config without a file
+    round trip (nested models and TimeDistributed wrappers copy as one layer each).
+
+    Returns:
+        Number of layers copied.
+    """
+    copied = 0
+    by_name = {layer.name: layer for layer in source.layers if layer.weights}
+    for layer in target.layers:
+        if layer.weights and layer.name in by_name:
+            layer.set_weights(by_name[layer.name].get_weights())
+            copied += 1
+    return copied
+
+
+class TimedEvaluation(keras.callbacks.Callback):
+    """Scores a held-out set every `every_minutes` of training and stops after `budget_minutes`.
+
+    The clock counts training only (data loading, tracing and steps): time spent scoring is
+    subtracted, so the curve reads "metric after N minutes of training".
+
+    Args:
+        mrcnn: the training `MaskRCNN`.
+        val_dataset: prepared held-out dataset.
+        budget_minutes: stop training at the first epoch end past this.
+        every_minutes: score at the first epoch end past each multiple of this.
+        echo: callable for one progress line per evaluation.
+
+    Attributes:
+        curve: list of dicts (minutes, epoch, mAP50, AP, accuracy, loss).
+    """
+
+    def __init__(self, mrcnn, val_dataset, budget_minutes, every_minutes=2.0, echo=print):
+        super().__init__()
+        from mrcnn_tf.model import MaskRCNN
+
+        self.mrcnn = mrcnn
+        self.val_dataset = val_dataset
+        self.budget = float(budget_minutes) * 60
+        self.every = float(every_minutes) * 60
+        self.echo = echo
+        config = type(mrcnn.config).from_dict(mrcnn.config.to_dict())
+        config.IMAGES_PER_GPU, config.GPU_COUNT = 1, 1
+        config.refresh()
+        self.inference = MaskRCNN("inference", config, mrcnn.model_dir)
+        self.curve = []
+        self._start = None
+        self._paused = 0.0
+        self._next = self.every
+
+    def training_seconds(self):
+        return time.perf_counter() - self._start - self._paused
+
+    def on_train_begin(self, logs=None):
+        if self._start is None:
+            self._start = time.perf_counter()
+
+    def evaluate(self, epoch, logs=None):
+        from mrcnn_tf.evaluation.evaluate import evaluate_dataset
+
+        began = time.perf_counter()
+        minutes = self.training_seconds() / 60
+        copy_weights(self.mrcnn.keras_model, self.inference.keras_model)
+        scores = evaluate_dataset(self.inference, self.val_dataset)
+        point = {"minutes": round(minutes, 2), "epoch": int(epoch), "mAP50": scores["mAP50"], "AP": scores["AP"],
+                 "accuracy": scores["accuracy"], "loss": float((logs or {}).get("loss", float("nan")))}
+        self.curve.append(point)
+        self.echo(f"  {minutes:5.1f} min  epoch {epoch:3d}  held-out mAP50 {_fmt(point['mAP50'])}  "
+                  f"COCO AP {_fmt(point['AP'])}  typing accuracy {_fmt(point['accuracy'])}  loss {point['loss']:.3f}")
+        self._paused += time.perf_counter() - began
+        return point
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = self.training_seconds()
+        done = elapsed >= self.budget
+        if elapsed >= self._next or done:
+            self.evaluate(epoch + 1, logs)
+            while self._next <= elapsed:
+                self._next += self.every
+        if done:
+            self.model.stop_training = True
+
+
+def _fmt(value):
+    return "  n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
+
+
+def train_timed(config, train_dir, val_dir, logs_dir, minutes, every_minutes=2.0, seed=0, augment=True, echo=print):
+    """Train `config` from scratch on `train_dir` for `minutes`, scoring `val_dir` along the way.
+
+    Returns:
+        (mrcnn, curve): the training `MaskRCNN` (checkpoints in its log_dir) and the
+        `TimedEvaluation` curve.
+    """
+    from mrcnn_tf.data.augment import lisc_augmentation
+    from mrcnn_tf.model import MaskRCNN
+
+    keras.utils.set_random_seed(seed)
+    train_set, val_set = load_subset(train_dir), load_subset(val_dir)
+    mrcnn = MaskRCNN("training", config, str(logs_dir))
+    timer = TimedEvaluation(mrcnn, val_set, minutes, every_minutes, echo=echo)
+    # Epochs are short (STEPS_PER_EPOCH); the timer stops training when the budget is spent.
+    mrcnn.train(train_set, val_set, learning_rate=config.LEARNING_RATE, epochs=10_000, layers="all",
+                augmentation=lisc_augmentation() if augment else None, custom_callbacks=[timer], seed=seed,
+                verbose=0)
+    return mrcnn, timer.curve
+
+
+def save_curve(curve, path):
+    """Write the metric-against-minutes curve as JSON."""
+    pathlib.Path(path).write_text(json.dumps(curve, indent=1))
+    return path
+
+
+def plot_losses(csv_path, png_path):
+    """Training and validation losses per epoch (from the CSV log) as a PNG."""
+    import csv
+
+    from mrcnn_tf.visualize import _pyplot
+
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    plt = _pyplot()
+    figure, ax = plt.subplots(figsize=(8, 5))
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    for key in ("loss", "val_loss", "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
+                "mrcnn_mask_loss"):
+        if rows and key in rows[0]:
+            ax.plot(epochs, [float(r[key]) for r in rows], label=key, linewidth=2 if "loss" == key[-4:] and
+                    key in ("loss", "val_loss") else 1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+    return png_path
+
+
+def run_demo(output, minutes=6.5, per_class=40, mixt=10, heldout_per_class=6, heldout_mixt=4, seed=0,
+             every_minutes=2.5, config=None, echo=print):
+    """`mrcnn-tf demo`: synthesize, train from scratch, evaluate on held-out images, detect.
+
+    Args:
+        output: folder for everything (created; must not hold an earlier demo).
+        minutes: training budget (wall clock, scoring excluded).
+        per_class, mixt: synthetic training images per type folder and mixed images.
+        heldout_per_class, heldout_mixt: the same for the held-out set (another seed).
+        seed: seed of data, weights and order.
+        every_minutes: score the held-out set this often during training.
+        config: the configuration to train (default `DemoConfig()`).
+        echo: callable for progress lines.
+
+    Returns:
+        dict of the final metrics and the paths written.
+    """
+    from mrcnn_tf.evaluation.evaluate import evaluate_dataset, format_report
+    from mrcnn_tf.model import MaskRCNN
+    from mrcnn_tf.synth import write_lisc
+    from mrcnn_tf.training import CSV_LOG_NAME
+
+    started = time.perf_counter()
+    output = pathlib.Path(output)
+    train_dir, heldout_dir, logs_dir = output / "data" / "train", output / "data" / "heldout", output / "logs"
+    config = config or DemoConfig()
+    echo(f"mrcnn-tf demo: CPU-sized configuration ({type(config).__name__}: {config.BACKBONE}, {config.IMAGE_MAX_DIM} px, "
+         f"{config.TOP_DOWN_PYRAMID_SIZE}-channel FPN, trained from scratch); `mrcnn-tf train` defaults to the "
+         "full LISC configuration")
+    echo(f"[1/4] synthetic smears: {5 * per_class + mixt} training and {5 * heldout_per_class + heldout_mixt} "
+         f"held-out images in {output / 'data'}")
+    write_lisc(train_dir, per_class, mixt=mixt, seed=1000 + seed)
+    write_lisc(heldout_dir, heldout_per_class, mixt=heldout_mixt, seed=2000 + seed)
+
+    echo(f"[2/4] training for {minutes:g} minutes, scoring the held-out images every {every_minutes:g} minutes")
+    mrcnn, curve = train_timed(config, train_dir, heldout_dir, logs_dir, minutes, every_minutes, seed=seed,
+                               echo=echo)
+    log_dir = pathlib.Path(mrcnn.log_dir)
+    checkpoint = sorted(log_dir.glob("mask_rcnn_*.weights.h5"))[-1]
+    save_curve(curve, output / "learning_curve.json")
+    loss_png = plot_losses(log_dir / CSV_LOG_NAME, output / "loss_curve.png")
+
+    echo(f"[3/4] evaluating {checkpoint.name} on the held-out images")
+    inference_config = type(config).from_dict(config.to_dict())
+    inference_config.IMAGES_PER_GPU = 1
+    inference_config.refresh()
+    model = MaskRCNN("inference", inference_config, str(logs_dir))
+    model.load_weights(str(checkpoint), by_name=True, verbose=0)
+    heldout = load_subset(heldout_dir)
+    metrics = evaluate_dataset(model, heldout)
+    metrics_path = output / "metrics.json"
+    metrics_path.write_text(json.dumps(metrics, indent=1, default=_json_default))
+    echo(format_report(metrics))
+
+    echo("[4/4] detecting cells in the held-out images")
+    from mrcnn_tf.cli.detect import run_detect
+
+    inputs = [pathlib.Path(heldout.image_info[i]["path"]) for i in heldout.image_ids]
+    detections_dir = output / "detections"
+    counts = run_detect(model, inputs, detections_dir, heldout.class_names, echo=lambda line: None)
+    total = time.perf_counter() - started
+    echo(f"\ndone in {total / 60:.1f} min. Held-out mask mAP50 {_fmt(metrics['mAP50'])}, COCO segm AP "
+         f"{_fmt(metrics['AP'])}, typing accuracy {_fmt(metrics['accuracy'])}")
+    echo(f"  metrics:            {metrics_path}")
+    echo(f"  learning curve:     {output / 'learning_curve.json'}")
+    echo(f"  loss curve:         {loss_png}")
+    echo(f"  overlays:           {detections_dir}/*_overlay.png ({len(inputs)} images)")
+    echo(f"  differential count: {detections_dir / 'counts.csv'}  {counts['counts']}")
+    echo(f"  checkpoint:         {checkpoint}")
+    return {"metrics": metrics, "curve": curve, "checkpoint": str(checkpoint), "output": str(output),
+            "seconds": total}
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,59 @@
+"""The demo pipeline end to end on a tiny configuration, weight copying and the demo command's guard."""
+import json
+
+import numpy as np
+
+from helpers_model import tiny_config
+from mrcnn_tf import model as modellib
+from mrcnn_tf.cli import main
+from mrcnn_tf.demo import DemoConfig, copy_weights, run_demo
+
+
+def test_copy_weights_training_to_inference(tmp_path):
+    config = tiny_config(BACKBONE="resnet18", NUM_CLASSES=6)
+    trainer = modellib.MaskRCNN("training", config, str(tmp_path))
+    detector = modellib.MaskRCNN("inference", config, str(tmp_path))
+    copied = copy_weights(trainer.keras_model, detector.keras_model)
+    weighted = [layer for layer in detector.keras_model.layers if layer.weights]
+    assert copied == len(weighted) > 40
+    for layer in weighted:
+        source = trainer.keras_model.get_layer(layer.name)
+        for a, b in zip(layer.get_weights(), source.get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_demo_config_is_valid_and_cpu_sized():
+    config = DemoConfig()
+    assert config.BACKBONE == "resnet18" and config.TRAIN_BN is True and config.NUM_CLASSES == 6
+    assert list(config.IMAGE_SHAPE) == [256, 256, 3]
+
+
+def test_run_demo_writes_every_artefact(tmp_path):
+    config = tiny_config(BACKBONE="resnet18", NUM_CLASSES=6, IMAGE_MIN_DIM=128, IMAGE_MAX_DIM=128,
+                         IMAGES_PER_GPU=2, TRAIN_BN=True, STEPS_PER_EPOCH=1, VALIDATION_STEPS=1,
+                         MEAN_PIXEL=np.array([220.7, 191.2, 193.0]), DETECTION_MIN_CONFIDENCE=0.0)
+    lines = []
+    result = run_demo(tmp_path / "demo", minutes=0.01, per_class=1, mixt=1, heldout_per_class=1, heldout_mixt=0,
+                      every_minutes=0.01, config=config, echo=lines.append)
+    out = tmp_path / "demo"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 5 and {"mAP50", "AP", "AP50", "AP75", "bbox_AP", "per_class", "accuracy"} <= set(metrics)
+    curve = json.loads((out / "learning_curve.json").read_text())
+    assert curve and curve[-1]["epoch"] >= 1 and "mAP50" in curve[-1]
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    assert len(list((out / "detections").glob("*_overlay.png"))) == 5
+    counts = (out / "detections" / "counts.csv").read_text().splitlines()
+    assert counts[0].split(",")[1:6] == ["Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
+    assert result["checkpoint"].endswith(".weights.h5")
+    assert any("mAP50" in line for line in lines) and any("counts.csv" in line for line in lines)
+
+
+def test_demo_refuses_a_used_output_folder(tmp_path, capsys):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "keep.txt").write_text("mine")
+    try:
+        main(["demo", "--output", str(tmp_path / "old")])
+    except SystemExit as exit_:
+        assert exit_.code == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "old" / "keep.txt").read_text() == "mine"
