@@ -85,7 +85,7 @@ class Config:
     GRADIENT_CLIP_NORM = 5.0
     # mrcnn_tf additions (not in Matterport).
     MIXED_PRECISION = False  # "mixed_float16" compute with float32 losses and box math
-    XLA = False  # jit_compile the train step where it pays (GPU)
+    XLA = False  # XLA auto-clustering during `train` (whole-graph jit_compile fails on NMS; see bench/RESULTS.md)
 
     def __init__(self):
         self.refresh()

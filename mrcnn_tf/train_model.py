@@ -106,8 +106,10 @@ class MaskRCNNTrainModel(keras.Model):
                                                          y_pred["mrcnn_class_logits"], active_class_ids),
             "mrcnn_bbox_loss": L.mrcnn_bbox_loss_graph(y_pred["target_bbox"], y_pred["target_class_ids"],
                                                        y_pred["mrcnn_bbox"]),
-            "mrcnn_mask_loss": L.mrcnn_mask_loss_graph(y_pred["target_mask"], y_pred["target_class_ids"],
-                                                       y_pred["mrcnn_mask"]),
+            # The mask head ran on the first (positive) ROI slots only: see nets/graph.py.
+            "mrcnn_mask_loss": L.mrcnn_mask_loss_graph(
+                y_pred["target_mask"], y_pred["target_class_ids"][:, :tf.shape(y_pred["mrcnn_mask"])[1]],
+                y_pred["mrcnn_mask"]),
         }
         # Matterport reports (and sums) each loss already multiplied by its LOSS_WEIGHTS entry.
         return {name: raw[name] * self.mrcnn_loss_weights[name] for name in LOSS_NAMES}
@@ -125,6 +127,25 @@ class MaskRCNNTrainModel(keras.Model):
             tracker.update_state(weighted[tracker.name])
         # Keras divides each replica's loss by the replica count so that summed gradients average.
         return _scale_for_replicas(total)
+
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras' build-before-fit under a strategy, with one replica's slice as the sample batch.
+
+        Keras 3.15 averages a distributed batch over the replicas (``strategy.reduce("MEAN")``) only
+        to get shapes for the symbolic build; that fails on the bool / int inputs (gt masks, class
+        ids) with "AddN ... bool". Any replica's slice has the right shapes and dtypes.
+        """
+        if self._distribute_strategy is not None and iterator is not None:
+            strategy = self._distribute_strategy
+            for _, _, batches in iterator:
+                batch = next(batches)
+                data_batch = keras.tree.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
 
 def _scale_for_replicas(loss):

@@ -8,6 +8,7 @@ with its config JSON beside it (atomically), a CSV row and TensorBoard scalars; 
 stops training with `TrainingDivergedError` before anything is written, so the last checkpoint
 on disk is always a good one.
 """
+import contextlib
 import math
 import pathlib
 import re
@@ -87,11 +88,48 @@ def set_trainable(keras_model, layer_regex, indent=0, verbose=1):
     return trainable_names
 
 
+def _replicas():
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_tf")
+class ReplicaSumClipSGD(keras.optimizers.SGD):
+    """SGD whose `global_clipnorm` clips the gradient summed over replicas (GPU_COUNT > 1).
+
+    Keras 3.15 clips each replica's gradients before the all-reduce, so with N replicas a clipped
+    step is up to N times longer than on one device. Matterport's ParallelModel had one optimizer on
+    the merged towers; this keeps its meaning: clip after the sum. One device: plain SGD.
+
+    Args:
+        as keras.optimizers.SGD.
+    """
+
+    def _clip_gradients(self, grads):
+        if self.global_clipnorm and _replicas() > 1:
+            return grads  # clipped in _all_reduce_sum_gradients, after the sum
+        return super()._clip_gradients(grads)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        reduced = super()._all_reduce_sum_gradients(grads_and_vars)
+        if not self.global_clipnorm or _replicas() <= 1:
+            return reduced
+        import tensorflow as tf
+
+        present = [i for i, (g, _) in enumerate(reduced) if g is not None]
+        clipped, _ = tf.clip_by_global_norm([reduced[i][0] for i in present], self.global_clipnorm)
+        reduced = list(reduced)
+        for i, g in zip(present, clipped):
+            reduced[i] = (g, reduced[i][1])
+        return reduced
+
+
 def build_optimizer(learning_rate, momentum, clip_norm):
     """SGD with momentum; `clip_norm` scales all gradients by their global norm (Matterport's
-    Keras-2.0.8 ``clipnorm``), None or 0 disables clipping."""
-    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                global_clipnorm=clip_norm if clip_norm else None)
+    Keras-2.0.8 ``clipnorm``; over all replicas together), None or 0 disables clipping."""
+    return ReplicaSumClipSGD(learning_rate=learning_rate, momentum=momentum,
+                             global_clipnorm=clip_norm if clip_norm else None)
 
 
 # ---------------------------------------------------------------------- callbacks
@@ -170,6 +208,26 @@ def default_callbacks(mrcnn, log_dir, path_for_epoch, verbose=1):
 
 
 # ---------------------------------------------------------------------- train
+@contextlib.contextmanager
+def xla_autoclustering(enabled):
+    """Config.XLA: TF's XLA auto-clustering while training (global setting, restored after).
+
+    Clusters of XLA-compilable ops (backbone, heads) are compiled, NMS and dynamic shapes stay in
+    TF. Effective on GPUs; on CPUs TF also needs ``TF_XLA_FLAGS=--tf_xla_cpu_global_jit``.
+    """
+    if not enabled:
+        yield
+        return
+    import tensorflow as tf
+
+    previous = tf.config.optimizer.get_jit()
+    tf.config.optimizer.set_jit("autoclustering")
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_jit(previous or False)
+
+
 def _checkpoint_path_function(mrcnn, log_dir):
     pattern = getattr(mrcnn, "checkpoint_path", None)
     if pattern and "{epoch" in str(pattern):
@@ -271,15 +329,21 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
     set_trainable(mrcnn.keras_model, regex, verbose=verbose)
     keras_model = mrcnn.keras_model
     keras_model.configure_losses(config)
-    keras_model.compile(optimizer=build_optimizer(learning_rate, config.LEARNING_MOMENTUM, config.GRADIENT_CLIP_NORM),
-                        jit_compile=bool(getattr(config, "XLA", False)))
+    # Under GPU_COUNT > 1 the optimizer's variables must be mirrored like the model's.
+    with keras_model.distribute_strategy.scope():
+        # Never jit_compile the whole step: NMS and the data-dependent tf.where of the proposal /
+        # target layers have no XLA kernels ("Detected unsupported operations", bench/RESULTS.md).
+        # XLA=True instead lets TF auto-cluster the compilable parts (see `xla_autoclustering`).
+        keras_model.compile(optimizer=build_optimizer(learning_rate, config.LEARNING_MOMENTUM,
+                                                      config.GRADIENT_CLIP_NORM), jit_compile=False)
     callbacks = default_callbacks(mrcnn, log_dir, path_for_epoch, verbose) + list(custom_callbacks or [])
     start = mrcnn.epoch
     try:
-        return keras_model.fit(train_gen, initial_epoch=start, epochs=max(int(epochs), start),
-                               steps_per_epoch=config.STEPS_PER_EPOCH, callbacks=callbacks,
-                               validation_data=val_gen, validation_steps=config.VALIDATION_STEPS,
-                               shuffle=False, verbose=verbose)
+        with xla_autoclustering(bool(getattr(config, "XLA", False))):
+            return keras_model.fit(train_gen, initial_epoch=start, epochs=max(int(epochs), start),
+                                   steps_per_epoch=config.STEPS_PER_EPOCH, callbacks=callbacks,
+                                   validation_data=val_gen, validation_steps=config.VALIDATION_STEPS,
+                                   shuffle=False, verbose=verbose)
     except _NonFiniteLoss as exc:
         last = callbacks[1].last_saved
         if last is None:

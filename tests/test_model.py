@@ -126,18 +126,21 @@ def test_training_forward_pass_shapes_and_losses(trainer, rng):
     inputs = training_inputs(config, rng)
     out = trainer.keras_model(inputs, training=False)
     b, a, t, nc = 2, anchor_count(config, 64), config.TRAIN_ROIS_PER_IMAGE, config.NUM_CLASSES
+    s = int(t * config.ROI_POSITIVE_RATIO)  # mask head runs on the positive slots only
     expected = {
         "rpn_class_logits": (b, a, 2), "rpn_class": (b, a, 2), "rpn_bbox": (b, a, 4),
         "mrcnn_class_logits": (b, t, nc), "mrcnn_class": (b, t, nc), "mrcnn_bbox": (b, t, nc, 4),
-        "mrcnn_mask": (b, t, 28, 28, nc), "rpn_rois": (b, config.POST_NMS_ROIS_TRAINING, 4),
+        "mrcnn_mask": (b, s, 28, 28, nc), "rpn_rois": (b, config.POST_NMS_ROIS_TRAINING, 4),
         "output_rois": (b, t, 4), "target_class_ids": (b, t), "target_bbox": (b, t, 4),
-        "target_mask": (b, t, 28, 28)}
+        "target_mask": (b, s, 28, 28)}
     assert {k: tuple(np.shape(v)) for k, v in out.items()} == expected
     rois = np.asarray(out["rpn_rois"])
     assert rois.min() >= 0 and rois.max() <= 1
     np.testing.assert_allclose(np.asarray(out["rpn_class"]).sum(-1), 1.0, rtol=1e-5)
     ids = np.asarray(out["target_class_ids"])
     assert set(np.unique(ids)) <= {0, 1, 2}
+    # Every positive ROI sits in the first s slots, the only ones the mask head sees.
+    assert not ids[:, s:].any()
     losses = trainer.keras_model.mrcnn_losses(inputs, out)
     assert all(np.isfinite(float(v)) for v in losses.values())
 

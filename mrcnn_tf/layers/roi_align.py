@@ -68,7 +68,9 @@ class PyramidROIAlign(keras.layers.Layer):
         pooled, order = [], []
         for level, feature_map in zip(range(MIN_LEVEL, MAX_LEVEL + 1), feature_maps):
             ix = tf.where(tf.equal(levels, level))[:, 0]
-            crops = tf.image.crop_and_resize(feature_map, tf.gather(flat_boxes, ix),
+            # crop_and_resize has no bfloat16 kernel (mixed_bfloat16): crop such maps in float32.
+            source = tf.cast(feature_map, tf.float32) if feature_map.dtype == tf.bfloat16 else feature_map
+            crops = tf.image.crop_and_resize(source, tf.gather(flat_boxes, ix),
                                              tf.gather(image_index, ix), self.pool_shape, method="bilinear")
             pooled.append(tf.cast(crops, feature_map.dtype))
             order.append(ix)

@@ -69,7 +69,8 @@ def _rpn(rpn_feature_maps, config):
     rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS), config.TOP_DOWN_PYRAMID_SIZE)
     per_level = [rpn([p]) for p in rpn_feature_maps]
     names = ("rpn_class_logits", "rpn_class", "rpn_bbox")
-    return [layers.Concatenate(axis=1, name=name)([level[i] for level in per_level])
+    # float32 under mixed precision: the proposal layer and the RPN losses read these.
+    return [layers.Concatenate(axis=1, name=name, dtype="float32")([level[i] for level in per_level])
             for i, name in enumerate(names)]
 
 
@@ -129,8 +130,13 @@ def build_training_graph(config):
     mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
         rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE, config.NUM_CLASSES,
         train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
-    mrcnn_mask = build_fpn_mask_graph(rois, mrcnn_feature_maps, input_image_meta, config.MASK_POOL_SIZE,
-                                      config.NUM_CLASSES, train_bn=config.TRAIN_BN)
+    # Only positive ROIs carry a mask loss, and DetectionTargetLayer puts them (at most
+    # int(T * ROI_POSITIVE_RATIO)) in the first slots: the costly mask head runs on those slots only,
+    # 1/ROI_POSITIVE_RATIO times less work than Matterport's run over all T ROIs, same loss.
+    positive_slots = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
+    mrcnn_mask = build_fpn_mask_graph(rois[:, :positive_slots], mrcnn_feature_maps, input_image_meta,
+                                      config.MASK_POOL_SIZE, config.NUM_CLASSES, train_bn=config.TRAIN_BN)
+    target_mask = target_mask[:, :positive_slots]
     output_rois = layers.Identity(name="output_rois")(rois)
 
     values = (rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class, mrcnn_bbox, mrcnn_mask,

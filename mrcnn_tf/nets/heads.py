@@ -74,7 +74,9 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     shared = layers.Reshape((-1, fc_layers_size), name="pool_squeeze")(x)
 
     mrcnn_class_logits = TimeDistributed(layers.Dense(num_classes), name="mrcnn_class_logits")(shared)
-    mrcnn_probs = TimeDistributed(layers.Activation("softmax"), name="mrcnn_class")(mrcnn_class_logits)
+    # Softmax in float32 under mixed precision (float16 probabilities round small scores to 0).
+    mrcnn_probs = TimeDistributed(layers.Activation("softmax", dtype="float32"), name="mrcnn_class",
+                                  dtype="float32")(mrcnn_class_logits)
 
     x = TimeDistributed(layers.Dense(num_classes * 4, activation="linear"), name="mrcnn_bbox_fc")(shared)
     # -1 keeps the ROI count dynamic (training T, inference POST_NMS_ROIS_INFERENCE or detections).
@@ -104,5 +106,6 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         x = layers.Activation("relu")(x)
     x = TimeDistributed(layers.Conv2DTranspose(256, (2, 2), strides=2, activation="relu"),
                         name="mrcnn_mask_deconv")(x)
-    return TimeDistributed(layers.Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid"),
-                           name="mrcnn_mask")(x)
+    # The last 1x1 conv and its sigmoid in float32: mask probabilities go into log() in the loss.
+    return TimeDistributed(layers.Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid", dtype="float32"),
+                           name="mrcnn_mask", dtype="float32")(x)

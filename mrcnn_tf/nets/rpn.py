@@ -27,7 +27,8 @@ def rpn_graph(feature_map, anchors_per_location, anchor_stride):
                       name="rpn_class_raw")(shared)
     # [B, H, W, A*2] -> [B, H*W*A, 2]: row-major flattening keeps the anchors' order.
     rpn_class_logits = layers.Reshape((-1, 2), name="rpn_class_logits_reshape")(x)
-    rpn_probs = layers.Activation("softmax", name="rpn_class_xxx")(rpn_class_logits)
+    # float32 under mixed precision: probabilities feed the proposal scores and the losses.
+    rpn_probs = layers.Activation("softmax", name="rpn_class_xxx", dtype="float32")(rpn_class_logits)
     x = layers.Conv2D(anchors_per_location * 4, (1, 1), padding="valid", activation="linear",
                       name="rpn_bbox_pred")(shared)
     rpn_bbox = layers.Reshape((-1, 4), name="rpn_bbox_reshape")(x)
