@@ -44,8 +44,9 @@ def main(argv=None):
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load average {os.getloadavg()[0]:.1f}; config {type(config).__name__} {args.overrides or ''}")
     started = time.time()
-    _, curve = train_timed(config, train_dir, val_dir, out / "logs", args.minutes, args.every, seed=args.seed,
+    _, timer = train_timed(config, train_dir, val_dir, out / "logs", args.minutes, args.every, seed=args.seed,
                            augment=not args.no_augment)
+    curve = timer.curve
     save_curve(curve, out / "curve.json")
     print(f"\n| training minutes | epoch | held-out mask mAP50 | COCO segm AP | typing accuracy | loss |")
     print("|---|---|---|---|---|---|")

@@ -70,6 +70,7 @@ class Config:
     DETECTION_NMS_THRESHOLD = 0.3
     LEARNING_RATE = 0.001
     LEARNING_MOMENTUM = 0.9
+    OPTIMIZER = "sgd"  # mrcnn_tf addition: "sgd" (Matterport) or "adam" (faster from random weights)
     WEIGHT_DECAY = 0.0001
     LOSS_WEIGHTS = {
         "rpn_class_loss": 1.0,
@@ -186,6 +187,8 @@ class Config:
             fail("GRADIENT_CLIP_NORM", "use a positive number, or None for no clipping")
         if not _is_number(self.IMAGE_MIN_SCALE) or self.IMAGE_MIN_SCALE < 0:
             fail("IMAGE_MIN_SCALE", "use a number >= 0 (0 means no minimum)")
+        if not isinstance(self.OPTIMIZER, str) or self.OPTIMIZER.lower() not in ("sgd", "adam"):
+            fail("OPTIMIZER", "use 'sgd' (Matterport's SGD with momentum) or 'adam'")
         if self.TRAIN_BN not in (True, False, None) or not isinstance(self.TRAIN_BN, (bool, type(None))):
             fail("TRAIN_BN", "use False (frozen), True or None (trainable)")
         if self.MIXED_PRECISION not in (False, True, "mixed_float16", "mixed_bfloat16") \

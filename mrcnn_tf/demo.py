@@ -38,7 +38,9 @@ class DemoConfig(LiscConfig):
     TRAIN_ROIS_PER_IMAGE = 32  # ~10 positive slots per image for 1-4 cells
     MAX_GT_INSTANCES = 8
     DETECTION_MAX_INSTANCES = 10
-    LEARNING_RATE = 0.02  # with BatchNorm trained, from scratch; clipped at GRADIENT_CLIP_NORM
+    # From random weights Adam reaches in 2 minutes what SGD (Matterport's) reaches in 6 (bench/RESULTS.md).
+    OPTIMIZER = "adam"
+    LEARNING_RATE = 0.001
     STEPS_PER_EPOCH = 25
     VALIDATION_STEPS = 3
 
@@ -80,13 +82,18 @@ class TimedEvaluation(keras.callbacks.Callback):
         val_dataset: prepared held-out dataset.
         budget_minutes: stop training at the first epoch end past this.
         every_minutes: score at the first epoch end past each multiple of this.
+        decay_at: share of the budget after which the learning rate drops tenfold (Matterport's
+            later stages run at LR/10 too); None (the demo's choice: a drop at 70% of 7 minutes
+            scored lower, bench/RESULTS.md) keeps it constant.
         echo: callable for one progress line per evaluation.
 
     Attributes:
         curve: list of dicts (minutes, epoch, mAP50, AP, accuracy, loss).
+        inference: the inference `MaskRCNN` holding the weights of the last evaluation.
+        last_scores: the full `evaluate_dataset` result of the last evaluation.
     """
 
-    def __init__(self, mrcnn, val_dataset, budget_minutes, every_minutes=2.0, echo=print):
+    def __init__(self, mrcnn, val_dataset, budget_minutes, every_minutes=2.0, decay_at=None, echo=print):
         super().__init__()
         from mrcnn_tf.model import MaskRCNN
 
@@ -95,11 +102,14 @@ class TimedEvaluation(keras.callbacks.Callback):
         self.budget = float(budget_minutes) * 60
         self.every = float(every_minutes) * 60
         self.echo = echo
+        self.decay_at = decay_at
+        self._decayed = False
         config = type(mrcnn.config).from_dict(mrcnn.config.to_dict())
         config.IMAGES_PER_GPU, config.GPU_COUNT = 1, 1
         config.refresh()
         self.inference = MaskRCNN("inference", config, mrcnn.model_dir)
         self.curve = []
+        self.last_scores = None
         self._start = None
         self._paused = 0.0
         self._next = self.every
@@ -117,7 +127,7 @@ class TimedEvaluation(keras.callbacks.Callback):
         began = time.perf_counter()
         minutes = self.training_seconds() / 60
         copy_weights(self.mrcnn.keras_model, self.inference.keras_model)
-        scores = evaluate_dataset(self.inference, self.val_dataset)
+        scores = self.last_scores = evaluate_dataset(self.inference, self.val_dataset)
         point = {"minutes": round(minutes, 2), "epoch": int(epoch), "mAP50": scores["mAP50"], "AP": scores["AP"],
                  "accuracy": scores["accuracy"], "loss": float((logs or {}).get("loss", float("nan")))}
         self.curve.append(point)
@@ -129,6 +139,11 @@ class TimedEvaluation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         elapsed = self.training_seconds()
         done = elapsed >= self.budget
+        if self.decay_at is not None and not self._decayed and elapsed >= self.decay_at * self.budget and not done:
+            rate = self.model.optimizer.learning_rate
+            rate.assign(rate * 0.1)
+            self._decayed = True
+            self.echo(f"  {elapsed / 60:5.1f} min  learning rate -> {float(keras.ops.convert_to_numpy(rate)):g}")
         if elapsed >= self._next or done:
             self.evaluate(epoch + 1, logs)
             while self._next <= elapsed:
@@ -145,8 +160,8 @@ def train_timed(config, train_dir, val_dir, logs_dir, minutes, every_minutes=2.0
     """Train `config` from scratch on `train_dir` for `minutes`, scoring `val_dir` along the way.
 
     Returns:
-        (mrcnn, curve): the training `MaskRCNN` (checkpoints in its log_dir) and the
-        `TimedEvaluation` curve.
+        (mrcnn, timer): the training `MaskRCNN` (checkpoints in its log_dir) and the
+        `TimedEvaluation` (its curve, last scores and inference model).
     """
     from mrcnn_tf.data.augment import lisc_augmentation
     from mrcnn_tf.model import MaskRCNN
@@ -159,7 +174,7 @@ def train_timed(config, train_dir, val_dir, logs_dir, minutes, every_minutes=2.0
     mrcnn.train(train_set, val_set, learning_rate=config.LEARNING_RATE, epochs=10_000, layers="all",
                 augmentation=lisc_augmentation() if augment else None, custom_callbacks=[timer], seed=seed,
                 verbose=0)
-    return mrcnn, timer.curve
+    return mrcnn, timer
 
 
 def save_curve(curve, path):
@@ -195,8 +210,8 @@ def plot_losses(csv_path, png_path):
     return png_path
 
 
-def run_demo(output, minutes=6.5, per_class=40, mixt=10, heldout_per_class=6, heldout_mixt=4, seed=0,
-             every_minutes=2.5, config=None, echo=print):
+def run_demo(output, minutes=7.0, per_class=60, mixt=20, heldout_per_class=8, heldout_mixt=4, seed=0,
+             every_minutes=3.5, config=None, echo=print):
     """`mrcnn-tf demo`: synthesize, train from scratch, evaluate on held-out images, detect.
 
     Args:
@@ -213,7 +228,6 @@ def run_demo(output, minutes=6.5, per_class=40, mixt=10, heldout_per_class=6, he
         dict of the final metrics and the paths written.
     """
     from mrcnn_tf.evaluation.evaluate import evaluate_dataset, format_report
-    from mrcnn_tf.model import MaskRCNN
     from mrcnn_tf.synth import write_lisc
     from mrcnn_tf.training import CSV_LOG_NAME
 
@@ -230,21 +244,29 @@ def run_demo(output, minutes=6.5, per_class=40, mixt=10, heldout_per_class=6, he
     write_lisc(heldout_dir, heldout_per_class, mixt=heldout_mixt, seed=2000 + seed)
 
     echo(f"[2/4] training for {minutes:g} minutes, scoring the held-out images every {every_minutes:g} minutes")
-    mrcnn, curve = train_timed(config, train_dir, heldout_dir, logs_dir, minutes, every_minutes, seed=seed,
+    mrcnn, timer = train_timed(config, train_dir, heldout_dir, logs_dir, minutes, every_minutes, seed=seed,
                                echo=echo)
+    curve = timer.curve
     log_dir = pathlib.Path(mrcnn.log_dir)
-    checkpoint = sorted(log_dir.glob("mask_rcnn_*.weights.h5"))[-1]
+    checkpoints = sorted(log_dir.glob("mask_rcnn_*.weights.h5"))
+    checkpoint = checkpoints[-1]
+    # The demo wrote these into its own new folder: keep the last one (with its config) and free ~60 MB
+    # per epoch of the others.
+    for old in checkpoints[:-1]:
+        old.unlink()
+        old.with_name(old.name.replace(".weights.h5", ".config.json")).unlink(missing_ok=True)
     save_curve(curve, output / "learning_curve.json")
     loss_png = plot_losses(log_dir / CSV_LOG_NAME, output / "loss_curve.png")
 
-    echo(f"[3/4] evaluating {checkpoint.name} on the held-out images")
-    inference_config = type(config).from_dict(config.to_dict())
-    inference_config.IMAGES_PER_GPU = 1
-    inference_config.refresh()
-    model = MaskRCNN("inference", inference_config, str(logs_dir))
-    model.load_weights(str(checkpoint), by_name=True, verbose=0)
-    heldout = load_subset(heldout_dir)
-    metrics = evaluate_dataset(model, heldout)
+    # The timer scored the final weights at the last epoch end (it always does when it stops
+    # training); load the checkpoint and score again only if training ended some other way.
+    echo(f"[3/4] held-out evaluation of {checkpoint.name}")
+    model, heldout = timer.inference, timer.val_dataset
+    if curve and curve[-1]["epoch"] == mrcnn.epoch and timer.last_scores is not None:
+        metrics = timer.last_scores
+    else:
+        model.load_weights(str(checkpoint), by_name=True, verbose=0)
+        metrics = evaluate_dataset(model, heldout)
     metrics_path = output / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=1, default=_json_default))
     echo(format_report(metrics))

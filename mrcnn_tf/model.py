@@ -433,7 +433,7 @@ class MaskRCNN:
                               no_augmentation_sources=no_augmentation_sources, **kwargs)
 
     def compile(self, learning_rate, momentum):
-        """Compile the training model: SGD with momentum, GRADIENT_CLIP_NORM, Matterport's losses."""
+        """Compile the training model: OPTIMIZER (SGD with momentum by default), GRADIENT_CLIP_NORM, the losses."""
         self._require_mode("training", "compile")
         from mrcnn_tf.training import build_optimizer
 
@@ -441,7 +441,7 @@ class MaskRCNN:
         # Optimizer variables must be created under the model's strategy (GPU_COUNT > 1).
         with self.keras_model.distribute_strategy.scope():
             self.keras_model.compile(optimizer=build_optimizer(learning_rate, momentum,
-                                                               self.config.GRADIENT_CLIP_NORM))
+                                                               self.config.GRADIENT_CLIP_NORM, self.config.OPTIMIZER))
 
     def get_imagenet_weights(self):
         """Path of the keras.applications ImageNet weights for this BACKBONE (found or downloaded)."""

@@ -94,16 +94,12 @@ def _replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
-@keras.saving.register_keras_serializable(package="mrcnn_tf")
-class ReplicaSumClipSGD(keras.optimizers.SGD):
-    """SGD whose `global_clipnorm` clips the gradient summed over replicas (GPU_COUNT > 1).
+class _ReplicaSumClip:
+    """Mixin: `global_clipnorm` clips the gradient summed over replicas (GPU_COUNT > 1).
 
     Keras 3.15 clips each replica's gradients before the all-reduce, so with N replicas a clipped
     step is up to N times longer than on one device. Matterport's ParallelModel had one optimizer on
-    the merged towers; this keeps its meaning: clip after the sum. One device: plain SGD.
-
-    Args:
-        as keras.optimizers.SGD.
+    the merged towers; this keeps its meaning: clip after the sum. One device: the plain optimizer.
     """
 
     def _clip_gradients(self, grads):
@@ -125,11 +121,28 @@ class ReplicaSumClipSGD(keras.optimizers.SGD):
         return reduced
 
 
-def build_optimizer(learning_rate, momentum, clip_norm):
-    """SGD with momentum; `clip_norm` scales all gradients by their global norm (Matterport's
-    Keras-2.0.8 ``clipnorm``; over all replicas together), None or 0 disables clipping."""
-    return ReplicaSumClipSGD(learning_rate=learning_rate, momentum=momentum,
-                             global_clipnorm=clip_norm if clip_norm else None)
+@keras.saving.register_keras_serializable(package="mrcnn_tf")
+class ReplicaSumClipSGD(_ReplicaSumClip, keras.optimizers.SGD):
+    """keras.optimizers.SGD with `_ReplicaSumClip` (Matterport's optimizer)."""
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_tf")
+class ReplicaSumClipAdam(_ReplicaSumClip, keras.optimizers.Adam):
+    """keras.optimizers.Adam with `_ReplicaSumClip` (Config.OPTIMIZER = "adam")."""
+
+
+def build_optimizer(learning_rate, momentum, clip_norm, name="sgd"):
+    """The training optimizer; `clip_norm` scales all gradients by their global norm (Matterport's
+    Keras-2.0.8 ``clipnorm``; over all replicas together), None or 0 disables clipping.
+
+    Args:
+        name: "sgd" (Matterport: SGD with `momentum`) or "adam" (Adam, beta_1 0.9; `momentum` unused),
+            which trains a network from random weights several times faster (bench/RESULTS.md).
+    """
+    clip = clip_norm if clip_norm else None
+    if str(name).lower() == "adam":
+        return ReplicaSumClipAdam(learning_rate=learning_rate, global_clipnorm=clip)
+    return ReplicaSumClipSGD(learning_rate=learning_rate, momentum=momentum, global_clipnorm=clip)
 
 
 # ---------------------------------------------------------------------- callbacks
@@ -335,7 +348,8 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
         # target layers have no XLA kernels ("Detected unsupported operations", bench/RESULTS.md).
         # XLA=True instead lets TF auto-cluster the compilable parts (see `xla_autoclustering`).
         keras_model.compile(optimizer=build_optimizer(learning_rate, config.LEARNING_MOMENTUM,
-                                                      config.GRADIENT_CLIP_NORM), jit_compile=False)
+                                                      config.GRADIENT_CLIP_NORM, config.OPTIMIZER),
+                            jit_compile=False)
     callbacks = default_callbacks(mrcnn, log_dir, path_for_epoch, verbose) + list(custom_callbacks or [])
     start = mrcnn.epoch
     try:

@@ -154,3 +154,10 @@ def test_apply_overrides_typing():
 def test_apply_overrides_errors(pair, fragment):
     with pytest.raises(ConfigError, match=fragment):
         Config().apply_overrides([pair])
+
+
+def test_optimizer_choice_is_validated():
+    assert Config().OPTIMIZER == "sgd"  # Matterport's optimizer stays the default
+    assert Config().apply_overrides(["OPTIMIZER=adam"]).OPTIMIZER == "adam"
+    with pytest.raises(ConfigError, match="OPTIMIZER"):
+        Config().apply_overrides(["OPTIMIZER=rmsprop"])

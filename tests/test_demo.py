@@ -41,10 +41,16 @@ def test_run_demo_writes_every_artefact(tmp_path):
     curve = json.loads((out / "learning_curve.json").read_text())
     assert curve and curve[-1]["epoch"] >= 1 and "mAP50" in curve[-1]
     assert (out / "loss_curve.png").stat().st_size > 1000
-    assert len(list((out / "detections").glob("*_overlay.png"))) == 5
+    # Held-out files are all named 1.bmp in five folders: each overlay and count row carries its folder.
+    assert sorted(p.name for p in (out / "detections").glob("*_overlay.png")) == [
+        f"{folder}_1_overlay.png" for folder in ("Baso", "eosi", "lymp", "mono", "neut")]
     counts = (out / "detections" / "counts.csv").read_text().splitlines()
     assert counts[0].split(",")[1:6] == ["Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
+    assert sorted(row.split(",")[0] for row in counts[1:6]) == [
+        f"{folder}/1.bmp" for folder in ("Baso", "eosi", "lymp", "mono", "neut")]
     assert result["checkpoint"].endswith(".weights.h5")
+    # Only the final checkpoint (and its config) is kept in the demo's own log folder.
+    assert [p.name for p in (out / "logs").rglob("*.weights.h5")] == [result["checkpoint"].split("/")[-1]]
     assert any("mAP50" in line for line in lines) and any("counts.csv" in line for line in lines)
 
 

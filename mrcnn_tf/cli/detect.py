@@ -8,6 +8,7 @@ Writes to --output:
 
 Result files already in --output are never replaced unless --force is given.
 """
+import collections
 import csv
 import json
 import pathlib
@@ -19,13 +20,16 @@ from mrcnn_tf.cli._common import class_names_for, list_images, load_inference_mo
 from mrcnn_tf.errors import MrcnnError
 
 
-def _overlay_name(path, used):
+def _overlay_name(path, used, prefer_folder=False):
     """``<stem>_overlay.png``; on a clash the parent folder, then the extension, then a number join the name.
+
+    With `prefer_folder` (the file name occurs in several input folders) the folder comes first.
 
     Inputs from several folders often share file names (LISC's ``Baso/1.bmp``, ``eosi/1.bmp``...): no
     overlay may be written over another one.
     """
-    candidates = [path.stem, f"{path.parent.name}_{path.stem}", f"{path.parent.name}_{path.stem}_{path.suffix.lstrip('.')}"]
+    candidates = [] if prefer_folder else [path.stem]
+    candidates += [f"{path.parent.name}_{path.stem}", f"{path.parent.name}_{path.stem}_{path.suffix.lstrip('.')}"]
     candidates += [f"{candidates[-1]}_{n}" for n in range(2, len(used) + 3)]
     name = next(f"{stem}_overlay.png" for stem in candidates if f"{stem}_overlay.png" not in used)
     used.add(name)
@@ -64,7 +68,9 @@ def existing_results(output, inputs):
     if not output.is_dir():
         return []
     used = set()
-    names = [_overlay_name(path, used) for path in inputs] + ["detections.json", "images.json", "counts.csv"]
+    counts = collections.Counter(path.name for path in inputs)
+    names = [_overlay_name(path, used, prefer_folder=counts[path.name] > 1) for path in inputs]
+    names += ["detections.json", "images.json", "counts.csv"]
     return [name for name in names if (output / name).exists()]
 
 
@@ -85,6 +91,8 @@ def run_detect(model, inputs, output, class_names, echo=click.echo):
     for i, path in enumerate(inputs):
         reader.add_image("input", i, str(path))
     used, results, images, count_rows = set(), [], [], []
+    # File names found in several input folders (LISC's Baso/1.bmp, eosi/1.bmp ...) carry their folder.
+    names = collections.Counter(path.name for path in inputs)
     for i, path in enumerate(inputs):
         image = reader.load_image(i)
         r = model.detect([image], verbose=0)[0]
@@ -92,11 +100,9 @@ def run_detect(model, inputs, output, class_names, echo=click.echo):
         images.append({"id": image_id, "file_name": path.name, "height": int(image.shape[0]),
                        "width": int(image.shape[1])})
         results.extend(detections_to_coco(image_id, r["rois"], r["class_ids"], r["scores"], r["masks"]))
-        overlay = output / _overlay_name(path, used)
+        overlay = output / _overlay_name(path, used, prefer_folder=names[path.name] > 1)
         visualize.save_instances(overlay, image, r["rois"], r["masks"], r["class_ids"], class_names, r["scores"])
-        # A clashing file name is told apart by its folder in the count table too.
-        label = path.name if overlay.name == f"{path.stem}_overlay.png" else f"{path.parent.name}/{path.name}"
-        count_rows.append((label, r["class_ids"]))
+        count_rows.append((f"{path.parent.name}/{path.name}" if names[path.name] > 1 else path.name, r["class_ids"]))
         found = ", ".join(f"{class_names[c]} {s:.2f}" for c, s in zip(r["class_ids"], r["scores"])) or "no cells"
         echo(f"{path.name}: {found}")
     (output / "detections.json").write_text(json.dumps(results))
