@@ -48,7 +48,7 @@ def main(argv=None):
                            augment=not args.no_augment)
     curve = timer.curve
     save_curve(curve, out / "curve.json")
-    print(f"\n| training minutes | epoch | held-out mask mAP50 | COCO segm AP | typing accuracy | loss |")
+    print("\n| training minutes | epoch | held-out mask mAP50 | COCO segm AP | typing accuracy | loss |")
     print("|---|---|---|---|---|---|")
     for p in curve:
         print(f"| {p['minutes']:.1f} | {p['epoch']} | {p['mAP50']:.3f} | {p['AP']:.3f} | {p['accuracy']:.3f} "

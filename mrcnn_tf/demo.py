@@ -82,9 +82,6 @@ class TimedEvaluation(keras.callbacks.Callback):
         val_dataset: prepared held-out dataset.
         budget_minutes: stop training at the first epoch end past this.
         every_minutes: score at the first epoch end past each multiple of this.
-        decay_at: share of the budget after which the learning rate drops tenfold (Matterport's
-            later stages run at LR/10 too); None (the demo's choice: a drop at 70% of 7 minutes
-            scored lower, bench/RESULTS.md) keeps it constant.
         echo: callable for one progress line per evaluation.
 
     Attributes:
@@ -93,7 +90,7 @@ class TimedEvaluation(keras.callbacks.Callback):
         last_scores: the full `evaluate_dataset` result of the last evaluation.
     """
 
-    def __init__(self, mrcnn, val_dataset, budget_minutes, every_minutes=2.0, decay_at=None, echo=print):
+    def __init__(self, mrcnn, val_dataset, budget_minutes, every_minutes=2.0, echo=print):
         super().__init__()
         from mrcnn_tf.model import MaskRCNN
 
@@ -102,8 +99,6 @@ class TimedEvaluation(keras.callbacks.Callback):
         self.budget = float(budget_minutes) * 60
         self.every = float(every_minutes) * 60
         self.echo = echo
-        self.decay_at = decay_at
-        self._decayed = False
         config = type(mrcnn.config).from_dict(mrcnn.config.to_dict())
         config.IMAGES_PER_GPU, config.GPU_COUNT = 1, 1
         config.refresh()
@@ -139,11 +134,6 @@ class TimedEvaluation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         elapsed = self.training_seconds()
         done = elapsed >= self.budget
-        if self.decay_at is not None and not self._decayed and elapsed >= self.decay_at * self.budget and not done:
-            rate = self.model.optimizer.learning_rate
-            rate.assign(rate * 0.1)
-            self._decayed = True
-            self.echo(f"  {elapsed / 60:5.1f} min  learning rate -> {float(keras.ops.convert_to_numpy(rate)):g}")
         if elapsed >= self._next or done:
             self.evaluate(epoch + 1, logs)
             while self._next <= elapsed:
