@@ -9,8 +9,8 @@ from mrcnn_tf.errors import MrcnnError
 @click.command("demo")
 @click.option("--output", type=click.Path(file_okay=False), default="demo_output", show_default=True,
               help="Folder for data, checkpoints, metrics, overlays and counts (must be new or empty).")
-@click.option("--minutes", type=click.FloatRange(min=0.5), default=7.0, show_default=True,
-              help="Training budget; the whole demo takes about 3 minutes more.")
+@click.option("--minutes", type=click.FloatRange(min=0.5), default=8.0, show_default=True,
+              help="Training budget; the whole demo takes about a minute more.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(output, minutes, seed):
     """Synthesize blood smears, train a CPU-sized Mask R-CNN from scratch, evaluate and detect.
