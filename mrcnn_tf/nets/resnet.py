@@ -18,6 +18,20 @@ def _names(stage, block):
     return f"res{stage}{block}_branch", f"bn{stage}{block}_branch"
 
 
+def _bottleneck_branch(input_tensor, kernel_size, filters, stage, block, strides, use_bias, train_bn):
+    """The 1x1 -> kxk -> 1x1 main branch shared by both block kinds (no final activation)."""
+    f1, f2, f3 = filters
+    conv, bn = _names(stage, block)
+    x = layers.Conv2D(f1, (1, 1), strides=strides, name=conv + "2a", use_bias=use_bias)(input_tensor)
+    x = BatchNorm(name=bn + "2a")(x, training=train_bn)
+    x = layers.Activation("relu")(x)
+    x = layers.Conv2D(f2, (kernel_size, kernel_size), padding="same", name=conv + "2b", use_bias=use_bias)(x)
+    x = BatchNorm(name=bn + "2b")(x, training=train_bn)
+    x = layers.Activation("relu")(x)
+    x = layers.Conv2D(f3, (1, 1), name=conv + "2c", use_bias=use_bias)(x)
+    return BatchNorm(name=bn + "2c")(x, training=train_bn)
+
+
 def identity_block(input_tensor, kernel_size, filters, stage, block, use_bias=True, train_bn=True):
     """Bottleneck block whose shortcut is the input itself.
 
@@ -33,16 +47,7 @@ def identity_block(input_tensor, kernel_size, filters, stage, block, use_bias=Tr
     Returns:
         [B, H, W, f3] tensor named `res{stage}{block}_out`.
     """
-    f1, f2, f3 = filters
-    conv, bn = _names(stage, block)
-    x = layers.Conv2D(f1, (1, 1), name=conv + "2a", use_bias=use_bias)(input_tensor)
-    x = BatchNorm(name=bn + "2a")(x, training=train_bn)
-    x = layers.Activation("relu")(x)
-    x = layers.Conv2D(f2, (kernel_size, kernel_size), padding="same", name=conv + "2b", use_bias=use_bias)(x)
-    x = BatchNorm(name=bn + "2b")(x, training=train_bn)
-    x = layers.Activation("relu")(x)
-    x = layers.Conv2D(f3, (1, 1), name=conv + "2c", use_bias=use_bias)(x)
-    x = BatchNorm(name=bn + "2c")(x, training=train_bn)
+    x = _bottleneck_branch(input_tensor, kernel_size, filters, stage, block, (1, 1), use_bias, train_bn)
     x = layers.Add()([x, input_tensor])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(x)
 
@@ -58,17 +63,9 @@ def conv_block(input_tensor, kernel_size, filters, stage, block, strides=(2, 2),
     Returns:
         [B, H / s, W / s, f3] tensor named `res{stage}{block}_out`.
     """
-    f1, f2, f3 = filters
+    x = _bottleneck_branch(input_tensor, kernel_size, filters, stage, block, strides, use_bias, train_bn)
     conv, bn = _names(stage, block)
-    x = layers.Conv2D(f1, (1, 1), strides=strides, name=conv + "2a", use_bias=use_bias)(input_tensor)
-    x = BatchNorm(name=bn + "2a")(x, training=train_bn)
-    x = layers.Activation("relu")(x)
-    x = layers.Conv2D(f2, (kernel_size, kernel_size), padding="same", name=conv + "2b", use_bias=use_bias)(x)
-    x = BatchNorm(name=bn + "2b")(x, training=train_bn)
-    x = layers.Activation("relu")(x)
-    x = layers.Conv2D(f3, (1, 1), name=conv + "2c", use_bias=use_bias)(x)
-    x = BatchNorm(name=bn + "2c")(x, training=train_bn)
-    shortcut = layers.Conv2D(f3, (1, 1), strides=strides, name=conv + "1", use_bias=use_bias)(input_tensor)
+    shortcut = layers.Conv2D(filters[2], (1, 1), strides=strides, name=conv + "1", use_bias=use_bias)(input_tensor)
     shortcut = BatchNorm(name=bn + "1")(shortcut, training=train_bn)
     x = layers.Add()([x, shortcut])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(x)
