@@ -86,6 +86,9 @@ class Config:
     GRADIENT_CLIP_NORM = 5.0
     # mrcnn_tf additions (not in Matterport).
     MIXED_PRECISION = False  # "mixed_float16" compute with float32 losses and box math
+    # True: one NMS over all classes, so an object is never reported under two classes (one cell,
+    # one type); False: NMS per class, as Matterport.
+    DETECTION_NMS_CLASS_AGNOSTIC = False
     XLA = False  # XLA auto-clustering during `train` (whole-graph jit_compile fails on NMS; see bench/RESULTS.md)
 
     def __init__(self):
@@ -194,8 +197,9 @@ class Config:
         if self.MIXED_PRECISION not in (False, True, "mixed_float16", "mixed_bfloat16") \
                 or not isinstance(self.MIXED_PRECISION, (bool, str)):
             fail("MIXED_PRECISION", "use False, True (mixed_float16), 'mixed_float16' or 'mixed_bfloat16'")
-        if not isinstance(self.XLA, (bool, np.bool_)):
-            fail("XLA", "use true or false")
+        for name in ("XLA", "DETECTION_NMS_CLASS_AGNOSTIC"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                fail(name, "use true or false")
         if self.ROI_POSITIVE_RATIO * self.TRAIN_ROIS_PER_IMAGE < 1:
             fail("TRAIN_ROIS_PER_IMAGE", "ROI_POSITIVE_RATIO * TRAIN_ROIS_PER_IMAGE must allow >= 1 positive ROI")
 

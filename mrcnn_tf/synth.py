@@ -4,7 +4,7 @@ Each image is a 720x576 24-bit BMP of a stained smear: a plasma background packe
 (overlapping, with central pallor), a few platelets, and one or more leukocytes drawn so that each
 type has its own look, as on a Giemsa smear:
 
-    Basophil    small-medium, the whole cell dark blue-purple and coarsely granular
+    Basophil    medium, packed with coarse purple-black granules that hide the nucleus
     Eosinophil  large, bilobed nucleus in dense orange-red granules
     Lymphocyte  small, a large round dark nucleus in a thin pale-blue rim
     Monocyte    the largest, kidney-shaped folded nucleus in grey-blue cytoplasm with vacuoles
@@ -44,10 +44,12 @@ PLASMA = _od((238, 226, 224))
 RBC = _od((214, 128, 140)) - PLASMA
 PLATELET = _od((150, 100, 175))
 # Per leukocyte type: diameter range (px), cytoplasm, nucleus and granule colours (seen over white).
+# A red cell is 48-66 px across (~7.5 um), which sets the scale: small lymphocytes 7-10 um, basophils
+# and neutrophils 10-14 um, eosinophils 12-16 um, monocytes 14-18 um.
 LOOKS = {
-    1: dict(diameter=(64, 90), cytoplasm=(150, 130, 190), nucleus=(70, 45, 115), granules=(45, 30, 95)),
+    1: dict(diameter=(76, 100), cytoplasm=(128, 104, 172), nucleus=(70, 45, 115), granules=(40, 22, 80)),
     2: dict(diameter=(90, 116), cytoplasm=(236, 196, 180), nucleus=(95, 55, 140), granules=(232, 105, 60)),
-    3: dict(diameter=(60, 80), cytoplasm=(172, 196, 232), nucleus=(78, 48, 128), granules=None),
+    3: dict(diameter=(56, 76), cytoplasm=(172, 196, 232), nucleus=(78, 48, 128), granules=None),
     4: dict(diameter=(106, 135), cytoplasm=(196, 190, 218), nucleus=(118, 80, 160), granules=None),
     5: dict(diameter=(86, 112), cytoplasm=(226, 206, 222), nucleus=(88, 50, 138), granules=(200, 170, 200)),
 }
@@ -156,8 +158,8 @@ def _draw_leukocyte(rng, od, label, class_id, cy, cx, radius, tint):
         vac = _dots(rng, shape, int(rng.integers(2, 7)), radius * 0.04, cell & ~nucleus)
         cell_od *= (1 - 0.6 * vac)[..., None]
     if look["granules"] is not None:
-        if class_id == 1:  # basophil granules cover nucleus and cytoplasm alike
-            count, sigma, where, strength = int(radius * 3.0), 1.3, cell_field < 0.95, 1.1
+        if class_id == 1:  # basophil: coarse dark granules over nucleus and cytoplasm alike, hiding the lobes
+            count, sigma, where, strength = int(radius * 8.0), 1.8, cell_field < 0.95, 1.3
         elif class_id == 2:  # eosinophil: dense coarse orange granules fill the cytoplasm
             count, sigma, where, strength = int(radius * 9.0), 1.4, (cell_field < 0.95) & ~nucleus, 1.0
         else:  # neutrophil: fine faint granules

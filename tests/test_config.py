@@ -71,7 +71,8 @@ BAD_VALUES = [
     ("BBOX_STD_DEV", np.array([0.1, 0.1, 0.2, 0.0])), ("MASK_SHAPE", [56, 56]), ("MINI_MASK_SHAPE", (0, 56)),
     ("LOSS_WEIGHTS", {"rpn_class_loss": 1.0}), ("LEARNING_RATE", 0), ("WEIGHT_DECAY", -1e-4),
     ("GRADIENT_CLIP_NORM", 0), ("IMAGE_MIN_SCALE", -1), ("TRAIN_BN", "yes"), ("MIXED_PRECISION", "fp8"),
-    ("TRAIN_ROIS_PER_IMAGE", 2), ("LEARNING_MOMENTUM", 2.0),
+    ("TRAIN_ROIS_PER_IMAGE", 2), ("LEARNING_MOMENTUM", 2.0), ("DETECTION_NMS_CLASS_AGNOSTIC", "yes"),
+    ("XLA", 1),
 ]
 
 

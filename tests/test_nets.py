@@ -209,3 +209,10 @@ def test_head_batchnorm_follows_train_bn_not_the_fit_flag(train_bn, rng):
         for a, b in zip(frozen, trained):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert frozen[2].shape == (2, 5, 3, 4)
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_detection_nms_mode_follows_config(agnostic):
+    inputs, outputs = build_inference_graph(tiny_config(DETECTION_NMS_CLASS_AGNOSTIC=agnostic))
+    model = keras.Model(inputs, outputs)
+    assert model.get_layer("mrcnn_detection").class_agnostic_nms is agnostic

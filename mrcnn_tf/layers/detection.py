@@ -1,4 +1,4 @@
-"""Final detections: refine the head's boxes, drop background / weak ones, per-class NMS."""
+"""Final detections: refine the head's boxes, drop background / weak ones, NMS per class (or across classes)."""
 import keras
 import numpy as np
 import tensorflow as tf
@@ -16,13 +16,17 @@ class DetectionLayer(keras.layers.Layer):
     class 0 or with score < `detection_min_confidence` are dropped; NMS runs per class (boxes of
     different classes never suppress each other; IoU > threshold suppresses); the best
     `detection_max_instances` by score are kept, zero-padded. One NMS over a class-masked IoU
-    matrix gives the same set as Matterport's map over classes. Images run in `tf.map_fn`.
+    matrix gives the same set as Matterport's map over classes. With `class_agnostic_nms` one NMS
+    runs over all classes instead, so one object is never reported under two types (a cell is
+    one type; Matterport's COCO default lets a "cup" and a "bowl" share a box). Images run in
+    `tf.map_fn`.
 
     Args:
         bbox_std_dev: four numbers that scale the head's deltas (BBOX_STD_DEV).
         detection_min_confidence: minimum class score (DETECTION_MIN_CONFIDENCE).
         detection_max_instances: D, detections per image (DETECTION_MAX_INSTANCES).
         detection_nms_threshold: per-class NMS IoU threshold (DETECTION_NMS_THRESHOLD).
+        class_agnostic_nms: suppress overlapping boxes whatever their classes (DETECTION_NMS_CLASS_AGNOSTIC).
         **kwargs: Layer arguments (name, dtype...); dtype defaults to float32.
 
     Call arguments:
@@ -36,13 +40,14 @@ class DetectionLayer(keras.layers.Layer):
     """
 
     def __init__(self, bbox_std_dev, detection_min_confidence, detection_max_instances, detection_nms_threshold,
-                 **kwargs):
+                 class_agnostic_nms=False, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.bbox_std_dev = [float(v) for v in np.asarray(bbox_std_dev).reshape(-1)]
         self.detection_min_confidence = float(detection_min_confidence)
         self.detection_max_instances = int(detection_max_instances)
         self.detection_nms_threshold = float(detection_nms_threshold)
+        self.class_agnostic_nms = bool(class_agnostic_nms)
         if len(self.bbox_std_dev) != 4:
             raise ValueError(f"DetectionLayer bbox_std_dev={bbox_std_dev!r}: give four numbers")
 
@@ -58,9 +63,11 @@ class DetectionLayer(keras.layers.Layer):
         kept_ids = tf.gather(class_ids, keep)
         kept_scores = tf.gather(class_scores, keep)
         kept_boxes = tf.gather(boxes, keep)
-        # Zero IoU across classes makes one greedy NMS equal to a separate NMS per class.
-        same_class = tf.equal(kept_ids[:, tf.newaxis], kept_ids[tf.newaxis, :])
-        overlaps = tf.where(same_class, overlaps_graph(kept_boxes, kept_boxes), 0.0)
+        overlaps = overlaps_graph(kept_boxes, kept_boxes)
+        if not self.class_agnostic_nms:
+            # Zero IoU across classes makes one greedy NMS equal to a separate NMS per class.
+            same_class = tf.equal(kept_ids[:, tf.newaxis], kept_ids[tf.newaxis, :])
+            overlaps = tf.where(same_class, overlaps, 0.0)
         # The selection comes back in descending score order, so the first D are the top D.
         selected = tf.image.non_max_suppression_overlaps(
             overlaps, kept_scores, self.detection_max_instances, overlap_threshold=self.detection_nms_threshold)
@@ -89,5 +96,6 @@ class DetectionLayer(keras.layers.Layer):
         config = super().get_config()
         config.update(bbox_std_dev=self.bbox_std_dev, detection_min_confidence=self.detection_min_confidence,
                       detection_max_instances=self.detection_max_instances,
-                      detection_nms_threshold=self.detection_nms_threshold)
+                      detection_nms_threshold=self.detection_nms_threshold,
+                      class_agnostic_nms=self.class_agnostic_nms)
         return config

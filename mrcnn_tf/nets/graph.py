@@ -174,6 +174,7 @@ def build_inference_graph(config):
         detection_min_confidence=float(config.DETECTION_MIN_CONFIDENCE),
         detection_max_instances=int(config.DETECTION_MAX_INSTANCES),
         detection_nms_threshold=float(config.DETECTION_NMS_THRESHOLD),
+        class_agnostic_nms=bool(config.DETECTION_NMS_CLASS_AGNOSTIC),
         name="mrcnn_detection")([rpn_rois, mrcnn_class, mrcnn_bbox, input_image_meta])
     # The mask head runs on the final boxes only (faster and more accurate than on all proposals).
     detection_boxes = detections[..., :4]

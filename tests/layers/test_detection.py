@@ -17,8 +17,8 @@ def ref_iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def ref_refine(rois, probs, deltas, window, min_confidence, max_instances, nms_threshold):
-    """One image: arg-max class, refine + clip, filter, NMS per class, top D by score, pad."""
+def ref_refine(rois, probs, deltas, window, min_confidence, max_instances, nms_threshold, agnostic=False):
+    """One image: arg-max class, refine + clip, filter, NMS per class (or over all), top D by score, pad."""
     candidates = []
     for i, (roi, p) in enumerate(zip(rois, probs)):
         c = int(np.argmax(p))
@@ -30,8 +30,9 @@ def ref_refine(rois, probs, deltas, window, min_confidence, max_instances, nms_t
         if c > 0 and p[c] >= min_confidence:
             candidates.append((i, c, float(p[c]), box))
     kept = []
-    for c in sorted({cand[1] for cand in candidates}):
-        same = sorted([cand for cand in candidates if cand[1] == c], key=lambda cand: (-cand[2], cand[0]))
+    groups = [None] if agnostic else sorted({cand[1] for cand in candidates})
+    for c in groups:
+        same = sorted([cand for cand in candidates if c is None or cand[1] == c], key=lambda cand: (-cand[2], cand[0]))
         chosen = []
         for cand in same:
             if all(ref_iou(cand[3], k[3]) <= nms_threshold for k in chosen):
@@ -61,13 +62,14 @@ def random_inputs(rng, batch, count, num_classes=4, temperature=3.0):
     return [x.astype(np.float32) for x in (rois, probs, deltas)]
 
 
-def reference(inputs, meta, min_confidence, max_instances, nms_threshold):
+def reference(inputs, meta, min_confidence, max_instances, nms_threshold, agnostic=False):
     rois, probs, deltas = inputs
     out = []
     for b in range(len(rois)):
         window = meta[b, 7:11]
         norm = (window - np.array([0, 0, 1, 1])) / np.array([IMAGE[0] - 1, IMAGE[1] - 1] * 2)
-        out.append(ref_refine(rois[b], probs[b], deltas[b], norm, min_confidence, max_instances, nms_threshold))
+        out.append(ref_refine(rois[b], probs[b], deltas[b], norm, min_confidence, max_instances, nms_threshold,
+                              agnostic))
     return np.stack(out)
 
 
@@ -94,6 +96,33 @@ def test_nms_is_per_class_and_clips_to_window():
     np.testing.assert_allclose(got[:2, 5], [0.9, 0.8], atol=1e-6)
     np.testing.assert_allclose(got[0, :4], [8 / 63, 0, 0.5, 0.5], atol=1e-6)  # y1 clipped to the window
     np.testing.assert_allclose(got, reference(inputs, meta, 0.7, 5, 0.3)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("min_confidence, max_instances, nms_threshold", [(0.5, 10, 0.3), (0.0, 40, 0.5)])
+def test_class_agnostic_nms_matches_reference(rng, min_confidence, max_instances, nms_threshold):
+    inputs = random_inputs(rng, 2, 40)
+    meta = image_meta(2)
+    layer = DetectionLayer(STD, min_confidence, max_instances, nms_threshold, class_agnostic_nms=True)
+    got = np.asarray(layer([*inputs, meta]))
+    want = reference(inputs, meta, min_confidence, max_instances, nms_threshold, agnostic=True)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    # Across classes no two kept boxes overlap beyond the threshold (per-class NMS allows that).
+    for image in got:
+        boxes = image[image[:, 5] > 0, :4]
+        for i in range(len(boxes)):
+            for j in range(i):
+                assert ref_iou(boxes[i], boxes[j]) <= nms_threshold + 1e-5
+
+
+def test_class_agnostic_nms_keeps_one_type_per_object():
+    # The per-class test's inputs: the class-2 twin of the class-1 box is now suppressed.
+    rois = np.array([[[0.0, 0.0, 0.5, 0.5]] * 3 + [[0.6, 0.6, 0.9, 0.9]]], np.float32)
+    probs = np.array([[[0.1, 0.9, 0.0], [0.2, 0.0, 0.8], [0.15, 0.85, 0.0], [0.95, 0.05, 0.0]]], np.float32)
+    inputs = [rois, probs, np.zeros((1, 4, 3, 4), np.float32)]
+    meta = image_meta(1, window=(8, 0, 56, 96), num_classes=3)
+    got = np.asarray(DetectionLayer(STD, 0.7, 5, 0.3, class_agnostic_nms=True)([*inputs, meta]))[0]
+    assert got[:, 4].tolist() == [1, 0, 0, 0, 0]
+    np.testing.assert_allclose(got[0, 5], 0.9, atol=1e-6)
 
 
 @pytest.mark.parametrize("case", ["below_confidence", "all_background", "padding_rois"])
@@ -123,6 +152,9 @@ def test_config_round_trip(rng):
     np.testing.assert_array_equal(np.asarray(clone(inputs)), np.asarray(detection(inputs)))
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(detection))
     assert isinstance(restored, DetectionLayer) and restored.detection_max_instances == 100
+    assert restored.class_agnostic_nms is False
+    agnostic = DetectionLayer.from_config(dict(config, class_agnostic_nms=True))
+    assert agnostic.get_config()["class_agnostic_nms"] is True
 
 
 def test_in_functional_model_with_any_batch(rng):
