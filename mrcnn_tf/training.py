@@ -291,11 +291,14 @@ def _data_generators(mrcnn, train_dataset, val_dataset, augmentation, no_augment
     config = mrcnn.config
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2 ** 31))
+    # USE_RPN_ROIS = False trains the heads on random ROIs fed through `input_roi` instead of the RPN's
+    # proposals (Matterport's model had that input, but its train() never fed it).
+    random_rois = 0 if config.USE_RPN_ROIS else config.POST_NMS_ROIS_TRAINING
     train_gen = DataGenerator(train_dataset, config, shuffle=True, augmentation=augmentation,
-                              steps=config.STEPS_PER_EPOCH, seed=seed,
+                              steps=config.STEPS_PER_EPOCH, seed=seed, random_rois=random_rois,
                               no_augmentation_sources=no_augmentation_sources, workers=workers)
     train_gen.set_epoch(mrcnn.epoch)
-    val_gen = DataGenerator(val_dataset, config, shuffle=False, augmentation=None,
+    val_gen = DataGenerator(val_dataset, config, shuffle=False, augmentation=None, random_rois=random_rois,
                             steps=config.VALIDATION_STEPS, seed=seed + 1, workers=workers)
     return train_gen, val_gen
 

@@ -180,9 +180,10 @@ def test_time_distributed_matches_per_roi_loop(rng):
     assert tuple(symbolic.shape) == (None, None, 7)
 
 
-@pytest.mark.parametrize("train_bn", [False, True])
+@pytest.mark.parametrize("train_bn", [False, True, None])
 def test_head_batchnorm_follows_train_bn_not_the_fit_flag(train_bn, rng):
-    """TRAIN_BN=False keeps head BatchNorm frozen even when the model runs with training=True."""
+    """TRAIN_BN=False keeps head BatchNorm frozen even when the model runs with training=True;
+    None follows the call's flag (batch statistics in fit, moving statistics in predict)."""
     config = tiny_config()
     feature_maps = [keras.Input([s, s, 8]) for s in (16, 8, 4, 2)]
     rois = keras.Input([5, 4])
@@ -202,7 +203,12 @@ def test_head_batchnorm_follows_train_bn_not_the_fit_flag(train_bn, rng):
     frozen = [np.asarray(o) for o in model([boxes, metas] + maps, training=False)]
     trained = [np.asarray(o) for o in model([boxes, metas] + maps, training=True)]
     after = np.asarray(bn.moving_mean)
-    if train_bn:
+    if train_bn is None:
+        assert not np.allclose(before, after)  # training=True updated the moving statistics
+        again = [np.asarray(o) for o in model([boxes, metas] + maps, training=False)]
+        assert not np.allclose(frozen[0], again[0])  # training=False normalizes with them
+        assert not np.allclose(again[0], trained[0])
+    elif train_bn:
         assert not np.allclose(before, after)
     else:
         np.testing.assert_array_equal(before, after)

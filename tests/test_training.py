@@ -125,6 +125,20 @@ def test_staged_training_nan_stop_and_resume(tmp_path):
     assert len(list(run.glob("*.weights.h5"))) == 3
 
 
+def test_heads_train_on_random_rois_without_the_rpn(tmp_path):
+    # USE_RPN_ROIS = False: the model takes an `input_roi` and train() must feed it random ROIs
+    # (Matterport's train() did not, so its models with this setting could not train).
+    keras.utils.set_random_seed(4)
+    config = tiny_config(TRAIN_BN=True, USE_RPN_ROIS=False, STEPS_PER_EPOCH=2, VALIDATION_STEPS=1)
+    model = MaskRCNN("training", config, tmp_path / "logs")
+    assert "input_roi" in [tensor.name.split(":")[0] for tensor in model.keras_model.inputs]
+    model.train(boxes_dataset(), boxes_dataset(), 0.001, epochs=1, layers="heads")
+    rows = csv_rows(pathlib.Path(model.log_dir))
+    assert len(rows) == 1 and (pathlib.Path(model.log_dir) / "mask_rcnn_tiny_0001.weights.h5").is_file()
+    assert all(np.isfinite(float(rows[0][name])) for name in ("loss", "val_loss", *LOSS_NAMES))
+    assert float(rows[0]["mrcnn_class_loss"]) > 0  # the heads saw the random ROIs and learned from them
+
+
 def test_new_run_never_reuses_an_existing_log_dir(tmp_path):
     config = tiny_config()
 

@@ -31,8 +31,8 @@ class DataGenerator(keras.utils.PyDataset):
         gt_boxes        float32 [B, MAX_GT_INSTANCES, 4]       pixels (y1, x1, y2, x2), zero-padded
         gt_masks        bool    [B, mh, mw, MAX_GT_INSTANCES]  MINI_MASK_SHAPE with USE_MINI_MASK, else H, W
 
-    With ``random_rois > 0`` an eighth array follows: ``rpn_rois`` int32 [B, random_rois, 4] pixels (for
-    ``USE_RPN_ROIS = False``). Images without instances are skipped (the next image in the order takes
+    With ``random_rois > 0`` an eighth array follows: ``rpn_rois`` float32 [B, random_rois, 4], whole
+    pixels (for ``USE_RPN_ROIS = False``; the model's ``input_roi``). Images without instances are skipped (the next image in the order takes
     their place); images with more than MAX_GT_INSTANCES are randomly sub-sampled.
 
     Order and randomness: the image order of each pass over the dataset is a permutation seeded by
@@ -186,5 +186,5 @@ class DataGenerator(keras.utils.PyDataset):
             gt_masks[i, :, :, :k] = s["masks"]
         x = (images, image_meta, rpn_match, rpn_bbox, gt_class_ids, gt_boxes, gt_masks)
         if self.random_rois:
-            x = x + (np.stack([s["rpn_rois"] for s in samples]).astype(np.int32),)
+            x = x + (np.stack([s["rpn_rois"] for s in samples]).astype(np.float32),)
         return x
