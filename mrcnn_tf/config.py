@@ -86,6 +86,9 @@ class Config:
     GRADIENT_CLIP_NORM = 5.0
     # mrcnn_tf additions (not in Matterport).
     MIXED_PRECISION = False  # "mixed_float16" compute with float32 losses and box math
+    # > 0: before each checkpoint, recompute BatchNorm moving statistics on this many training
+    # batches (detectron2's PreciseBN; see mrcnn_tf/precise_bn.py). For TRAIN_BN None from scratch.
+    BN_STATS_BATCHES = 0
     # True: one NMS over all classes, so an object is never reported under two classes (one cell,
     # one type); False: NMS per class, as Matterport.
     DETECTION_NMS_CLASS_AGNOSTIC = False
@@ -200,6 +203,9 @@ class Config:
         for name in ("XLA", "DETECTION_NMS_CLASS_AGNOSTIC"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 fail(name, "use true or false")
+        value = self.BN_STATS_BATCHES
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            fail("BN_STATS_BATCHES", "use a whole number >= 0 (0: keep the moving averages of training)")
         if self.ROI_POSITIVE_RATIO * self.TRAIN_ROIS_PER_IMAGE < 1:
             fail("TRAIN_ROIS_PER_IMAGE", "ROI_POSITIVE_RATIO * TRAIN_ROIS_PER_IMAGE must allow >= 1 positive ROI")
 

@@ -354,6 +354,16 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
                                                       config.GRADIENT_CLIP_NORM, config.OPTIMIZER),
                             jit_compile=False)
     callbacks = default_callbacks(mrcnn, log_dir, path_for_epoch, verbose) + list(custom_callbacks or [])
+    if config.BN_STATS_BATCHES:
+        from mrcnn_tf.data.pipeline import DataGenerator
+        from mrcnn_tf.precise_bn import PreciseBatchNorm
+
+        # After the NaN guard, before the checkpoint: checkpoints hold the recomputed statistics.
+        bn_batches = DataGenerator(train_dataset, config, shuffle=True, augmentation=augmentation,
+                                   steps=config.BN_STATS_BATCHES, seed=train_gen.seed + 2,
+                                   random_rois=train_gen.random_rois,
+                                   no_augmentation_sources=no_augmentation_sources)
+        callbacks.insert(1, PreciseBatchNorm(bn_batches, config.BN_STATS_BATCHES))
     start = mrcnn.epoch
     try:
         with xla_autoclustering(bool(getattr(config, "XLA", False))):
@@ -362,7 +372,7 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
                                    validation_data=val_gen, validation_steps=config.VALIDATION_STEPS,
                                    shuffle=False, verbose=verbose)
     except _NonFiniteLoss as exc:
-        last = callbacks[1].last_saved
+        last = next(c for c in callbacks if isinstance(c, EpochCheckpoint)).last_saved
         if last is None:
             earlier = checkpoints.list_checkpoints(log_dir)
             last = earlier[-1] if earlier else None

@@ -72,7 +72,7 @@ BAD_VALUES = [
     ("LOSS_WEIGHTS", {"rpn_class_loss": 1.0}), ("LEARNING_RATE", 0), ("WEIGHT_DECAY", -1e-4),
     ("GRADIENT_CLIP_NORM", 0), ("IMAGE_MIN_SCALE", -1), ("TRAIN_BN", "yes"), ("MIXED_PRECISION", "fp8"),
     ("TRAIN_ROIS_PER_IMAGE", 2), ("LEARNING_MOMENTUM", 2.0), ("DETECTION_NMS_CLASS_AGNOSTIC", "yes"),
-    ("XLA", 1),
+    ("XLA", 1), ("BN_STATS_BATCHES", -1), ("BN_STATS_BATCHES", 2.5),
 ]
 
 

@@ -24,13 +24,15 @@ def test_copy_weights_training_to_inference(tmp_path):
 
 def test_demo_config_is_valid_and_cpu_sized():
     config = DemoConfig()
-    assert config.BACKBONE == "resnet18" and config.TRAIN_BN is True and config.NUM_CLASSES == 6
+    assert config.BACKBONE == "resnet18" and config.NUM_CLASSES == 6
+    # BatchNorm trains, infers with moving statistics recomputed before each checkpoint.
+    assert config.TRAIN_BN is None and config.BN_STATS_BATCHES > 0
     assert list(config.IMAGE_SHAPE) == [256, 256, 3]
 
 
 def test_run_demo_writes_every_artefact(tmp_path):
     config = tiny_config(BACKBONE="resnet18", NUM_CLASSES=6, IMAGE_MIN_DIM=128, IMAGE_MAX_DIM=128,
-                         IMAGES_PER_GPU=2, TRAIN_BN=True, STEPS_PER_EPOCH=1, VALIDATION_STEPS=1,
+                         IMAGES_PER_GPU=2, TRAIN_BN=None, BN_STATS_BATCHES=1, STEPS_PER_EPOCH=1, VALIDATION_STEPS=1,
                          MEAN_PIXEL=np.array([220.7, 191.2, 193.0]), DETECTION_MIN_CONFIDENCE=0.0)
     lines = []
     result = run_demo(tmp_path / "demo", minutes=0.01, per_class=1, mixt=1, heldout_per_class=1, heldout_mixt=0,
