@@ -224,3 +224,19 @@ def test_train_runs_on_a_dataset_with_empty_masks(lisc, tmp_path, capsys):
     assert "Traceback" not in out.err and "Error" not in out.err
     found = list(logs.glob("*/mask_rcnn_*_0001.weights.h5"))
     assert len(found) == 1 and f"Done: {found[0]}" in out.out
+
+
+def test_training_from_scratch_turns_batchnorm_on_with_exact_statistics(capsys):
+    from types import SimpleNamespace
+
+    from mrcnn_tf.cli.train import _prepare_config
+
+    scratch = SimpleNamespace(kind="none", path=None)
+    config = _prepare_config(scratch, [])
+    assert config.TRAIN_BN is None and config.BN_STATS_BATCHES == 4
+    assert "recomputed on 4 batches" in capsys.readouterr().out
+    assert _prepare_config(scratch, ["BN_STATS_BATCHES=0"]).BN_STATS_BATCHES == 0  # the user's choice stays
+    frozen = _prepare_config(scratch, ["TRAIN_BN=false"])
+    assert frozen.TRAIN_BN is False and "rarely learns" in capsys.readouterr().err
+    coco = _prepare_config(SimpleNamespace(kind="coco", path=None), [])
+    assert coco.TRAIN_BN is False and coco.BN_STATS_BATCHES == 0  # fine-tuning keeps Matterport's frozen BN

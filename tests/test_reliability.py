@@ -367,3 +367,11 @@ def test_subprocess_exit_codes_and_debug(tmp_path):
                            text=True, env=env)
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr and "mrcnn_tf.errors.DatasetError: " in debug.stderr
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_tensorflow_log_lines_are_muted_unless_debugging(tmp_path, monkeypatch, debug):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    with pytest.raises((SystemExit, Exception)):
+        main((["--debug"] if debug else []) + ["detect", str(tmp_path / "missing.bmp")])
+    assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == (None if debug else "3")

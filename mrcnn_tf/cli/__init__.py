@@ -101,6 +101,9 @@ def main(argv=None):
     previous = warnings.showwarning
     if not debug:
         warnings.showwarning = _one_line_warning
+        # TensorFlow's C++ log lines ("failed call to cuInit" on a CPU machine, oneDNN notes) are noise
+        # around our output and one-line errors; --debug (or the variable set by the user) keeps them.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         command = argv[command_at] if command_at < len(argv) else None
         if command in COMMANDS and command != "synth" and not {"-h", "--help"} & set(argv):
             _import_tensorflow_quietly()

@@ -86,9 +86,15 @@ def _prepare_config(choice, overrides):
             click.echo("Warning: training from random weights with frozen BatchNorm (TRAIN_BN=false) leaves the "
                        "network without normalisation; it rarely learns", err=True)
         else:
-            config.TRAIN_BN = True
+            # Batch statistics in training, moving ones recomputed before each checkpoint at inference:
+            # the demo's setting (per-image statistics at inference, TRAIN_BN=true, scored far lower).
+            config.TRAIN_BN = None
+            set_stats = any(o.split("=", 1)[0].strip().upper() == "BN_STATS_BATCHES" for o in overrides)
+            if not set_stats and not config.BN_STATS_BATCHES:
+                config.BN_STATS_BATCHES = 4
             config.refresh()
-            click.echo("Note: --weights none: TRAIN_BN set to true (a random network needs BatchNorm to learn)")
+            click.echo("Note: --weights none: BatchNorm trains (TRAIN_BN=null, a random network needs it) and "
+                       f"its statistics are recomputed on {config.BN_STATS_BATCHES} batches before each checkpoint")
     return config
 
 
