@@ -128,6 +128,18 @@ def fmt(seconds, loads):
 
 
 # ---------------------------------------------------------------------- inference
+def print_timings(results, flops, peak, width):
+    """One line per variant: median (with load), GFLOP/s and share of `peak`, or the failure text."""
+    for name, value in results.items():
+        if isinstance(value, str):
+            print(f"  {name:{width}s} {value}")
+            continue
+        median, times, loads = value
+        print(f"  {name:{width}s} median {fmt(median, loads)}  {flops / median / 1e9:.1f} GFLOP/s = "
+              f"{flops / median / 1e9 / peak:.0%} of peak  runs={len(times)} "
+              f"[{', '.join(f'{t:.2f}' for t in times)}]")
+
+
 def synthetic_image(size, seed=0):
     """A 512x512 RGB smear-like image: bright discs on a noisy background (uint8)."""
     import numpy as np
@@ -184,14 +196,7 @@ def run(args):
     print(f"RSS MiB: start {rss_start:.0f}, after build {rss_built:.0f}, peak through detect {rss_peak_infer:.0f}")
     print(f"model: {flops / 1e9:.1f} GFLOP per image (TF profiler); machine float32 matmul peak "
           f"{peak:.1f} GFLOP/s")
-    for name, value in results.items():
-        if isinstance(value, str):
-            print(f"  {name:7s} {value}")
-            continue
-        median, times, loads = value
-        print(f"  {name:7s} median {fmt(median, loads)}  {flops / median / 1e9:.1f} GFLOP/s = "
-              f"{flops / median / 1e9 / peak:.0%} of peak  runs={len(times)} "
-              f"[{', '.join(f'{t:.2f}' for t in times)}]")
+    print_timings(results, flops, peak, width=7)
     graph_s, detect_s = results["graph"][0], results["detect"][0]
     print(f"SUMMARY infer {datetime.date.today()} threads={args.threads} size={args.size} "
           f"mp={args.mixed_precision or 'float32'}: graph {graph_s:.3f} s, detect {detect_s:.3f} s "

@@ -20,8 +20,8 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from infer import (TORCHVISION_TRAIN_S, bench_config, fmt, graph_flops, header, load, peak_gflops,  # noqa: E402
-                   peak_rss_mb, rss_mb, set_threads, synthetic_image, timed)
+from infer import (TORCHVISION_TRAIN_S, bench_config, graph_flops, header, load, peak_gflops,  # noqa: E402
+                   peak_rss_mb, print_timings, rss_mb, set_threads, synthetic_image, timed)
 
 
 def synthetic_batch(config, seed=0):
@@ -94,13 +94,7 @@ def run(args):
     print(f"losses after the timed steps: {', '.join(f'{k}={v:.3f}' for k, v in sorted(losses.items()))}")
     print(f"RSS MiB: start {rss_start:.0f}, peak through training steps {rss_peak:.0f}")
     print(f"step: {flops / 1e9:.1f} GFLOP (3x forward, TF profiler); machine float32 matmul peak {peak:.1f} GFLOP/s")
-    for name, value in results.items():
-        if isinstance(value, str):
-            print(f"  {name:11s} {value}")
-            continue
-        median, times, loads = value
-        print(f"  {name:11s} median {fmt(median, loads)}  {flops / median / 1e9:.1f} GFLOP/s = "
-              f"{flops / median / 1e9 / peak:.0%} of peak  runs={len(times)} [{', '.join(f'{t:.2f}' for t in times)}]")
+    print_timings(results, flops, peak, width=11)
     step = results["tf.function"][0]
     print(f"SUMMARY train_step {datetime.date.today()} threads={args.threads} size={args.size} "
           f"mp={args.mixed_precision or 'float32'}: step {step:.3f} s ({step / TORCHVISION_TRAIN_S:.2f}x torchvision "

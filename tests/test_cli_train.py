@@ -158,6 +158,19 @@ def test_class_count_of_config_and_of_start_weights(lisc, four_class_checkpoint,
     assert not logs.exists()
 
 
+def copy_with_blank_masks(lisc, tmp_path, keep):
+    """Copy the LISC tree to tmp_path/copie and empty the masks of all but `keep` 'train' images there.
+
+    Returns (root of the copy, blanked mask paths, ids of the kept images).
+    """
+    root = tmp_path / "copie"
+    shutil.copytree(lisc, root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        blanked, kept = blank_train_masks(root, keep)
+    return root, blanked, kept
+
+
 def blank_train_masks(root, keep):
     """Empty the masks of all but `keep` 'train' images; returns (blanked mask paths, ids of the others)."""
     dataset = LiscDataset()
@@ -177,11 +190,9 @@ def blank_train_masks(root, keep):
 @pytest.mark.parametrize("verify", [True, False])
 def test_generator_skips_images_without_cells(lisc, tmp_path, verify):
     """Verified: empty images never enter the order. Unverified: each is met and gives its slot to the next."""
-    root = tmp_path / "copie"
-    shutil.copytree(lisc, root)
+    root, blanked, kept = copy_with_blank_masks(lisc, tmp_path, keep=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        blanked, kept = blank_train_masks(root, keep=2)
         dataset = LiscDataset()
         dataset.load_lisc(root, "train", verify=verify)
     dataset.prepare()
@@ -202,11 +213,7 @@ def test_generator_skips_images_without_cells(lisc, tmp_path, verify):
 
 
 def test_train_runs_on_a_dataset_with_empty_masks(lisc, tmp_path, capsys):
-    root = tmp_path / "copie"
-    shutil.copytree(lisc, root)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        blanked, _ = blank_train_masks(root, keep=1)
+    root, blanked, _ = copy_with_blank_masks(lisc, tmp_path, keep=1)
     logs = tmp_path / "logs"
     previous = signal.getsignal(signal.SIGTERM)  # train turns SIGTERM into Ctrl-C for its process
     try:

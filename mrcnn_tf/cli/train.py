@@ -72,6 +72,11 @@ def _saved_config(checkpoint):
     return _config_class_for(values if isinstance(values, dict) else {}).load_json(path)
 
 
+def _overridden(name, overrides):
+    """Whether a ``--set KEY=VALUE`` pair names the attribute `name`."""
+    return any(o.split("=", 1)[0].strip().upper() == name for o in overrides)
+
+
 def _prepare_config(choice, overrides):
     """LiscConfig (or the checkpoint's saved config) with --set applied; BN trains from scratch."""
     from mrcnn_tf.lisc import LiscConfig
@@ -80,17 +85,15 @@ def _prepare_config(choice, overrides):
     if config is None:
         config = LiscConfig()
     config.apply_overrides(list(overrides))
-    set_bn = any(o.split("=", 1)[0].strip().upper() == "TRAIN_BN" for o in overrides)
     if choice.kind == "none" and config.TRAIN_BN is False:
-        if set_bn:
+        if _overridden("TRAIN_BN", overrides):
             click.echo("Warning: training from random weights with frozen BatchNorm (TRAIN_BN=false) leaves the "
                        "network without normalisation; it rarely learns", err=True)
         else:
             # Batch statistics in training, moving ones recomputed before each checkpoint at inference:
             # the demo's setting (per-image statistics at inference, TRAIN_BN=true, scored far lower).
             config.TRAIN_BN = None
-            set_stats = any(o.split("=", 1)[0].strip().upper() == "BN_STATS_BATCHES" for o in overrides)
-            if not set_stats and not config.BN_STATS_BATCHES:
+            if not _overridden("BN_STATS_BATCHES", overrides) and not config.BN_STATS_BATCHES:
                 config.BN_STATS_BATCHES = 4
             config.refresh()
             click.echo("Note: --weights none: BatchNorm trains (TRAIN_BN=null, a random network needs it) and "
