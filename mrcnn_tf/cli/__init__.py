@@ -87,6 +87,20 @@ def _import_tensorflow_quietly():
         os.close(saved)
 
 
+def quiet_tensorflow_logs():
+    """TF_CPP_MIN_LOG_LEVEL=3 unless the user set the variable (to any value) before starting mrcnn-tf.
+
+    TensorFlow's C++ log lines ("failed call to cuInit" at level E on every CPU-only machine, oneDNN
+    notes) are noise around our output and one-line errors. Importing mrcnn_tf already set level 2 (errors
+    only), which still lets the CUDA probe's error through when the first op creates the devices.
+    """
+    from mrcnn_tf import runtime
+
+    current = os.environ.get(runtime.LOG_LEVEL_VARIABLE)
+    if current is None or (runtime.USER_LOG_LEVEL is None and current == "2"):
+        os.environ[runtime.LOG_LEVEL_VARIABLE] = "3"
+
+
 def main(argv=None):
     """Console entry point: runs the group, turning user errors into one line on stderr.
 
@@ -101,9 +115,7 @@ def main(argv=None):
     previous = warnings.showwarning
     if not debug:
         warnings.showwarning = _one_line_warning
-        # TensorFlow's C++ log lines ("failed call to cuInit" on a CPU machine, oneDNN notes) are noise
-        # around our output and one-line errors; --debug (or the variable set by the user) keeps them.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        quiet_tensorflow_logs()
         command = argv[command_at] if command_at < len(argv) else None
         if command in COMMANDS and command != "synth" and not {"-h", "--help"} & set(argv):
             _import_tensorflow_quietly()

@@ -1,0 +1,81 @@
+"""Process-level TensorFlow settings that must be in place before TensorFlow is imported.
+
+Two facts drive this module:
+
+- TensorFlow's Linux wheels turn their oneDNN kernels on by default only for CPUs with AVX512-VNNI,
+  AVX512-BF16, AVX-VNNI or AMX (`DefaultOneDnnPolicy` in tensorflow/core/util/port.cc). On an AVX2-only
+  CPU (many AMD EPYC and older Intel parts) convolutions and their gradients then run on Eigen kernels
+  built for plain AVX, which allocate and fault in large scratch buffers on every call: a Mask R-CNN
+  training step ran 5x slower (15.0 s instead of 3.0 s at 256 px, 19 million page faults instead of 1 million,
+  bench/RESULTS.md). oneDNN runs fine on AVX2, so mrcnn_tf asks for it unless the user chose otherwise.
+- The variable is read once, while TensorFlow is imported: setting it later has no effect. Importing
+  `mrcnn_tf` first is enough; when TensorFlow came first with oneDNN off, `check_onednn` says how to fix it.
+"""
+import os
+import sys
+import warnings
+
+ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
+
+# What the user had set before mrcnn_tf touched the environment (None: not set).
+USER_ONEDNN = os.environ.get(ONEDNN_VARIABLE)
+USER_LOG_LEVEL = os.environ.get(LOG_LEVEL_VARIABLE)
+
+
+def configure_environment(environ=None):
+    """Ask for oneDNN kernels and quiet C++ logs, keeping whatever the user set explicitly.
+
+    Args:
+        environ: the mapping to change (default `os.environ`).
+
+    Returns:
+        the mapping.
+    """
+    environ = os.environ if environ is None else environ
+    environ.setdefault(ONEDNN_VARIABLE, "1")
+    # Errors only from TensorFlow's C++ side unless the user asked for more; the CLI goes further (level 3).
+    environ.setdefault(LOG_LEVEL_VARIABLE, "2")
+    return environ
+
+
+def onednn_enabled():
+    """Whether this process's TensorFlow runs its oneDNN kernels (imports TensorFlow)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def onednn_advice(enabled, user_value, tensorflow_first):
+    """The warning for a process whose TensorFlow runs without oneDNN, or None when there is nothing to say.
+
+    Args:
+        enabled: whether oneDNN is on in this process.
+        user_value: the user's own TF_ENABLE_ONEDNN_OPTS (None if unset).
+        tensorflow_first: whether TensorFlow was imported before mrcnn_tf.
+    """
+    if enabled or (user_value is not None and user_value.strip().lower() in ("0", "false")):
+        return None  # on, or off on purpose
+    if tensorflow_first:
+        return ("TensorFlow was imported before mrcnn_tf with its oneDNN kernels off (the default on CPUs without "
+                "AVX512-VNNI/BF16): convolutions then run several times slower on this CPU. Import mrcnn_tf before "
+                f"tensorflow, or set {ONEDNN_VARIABLE}=1 before starting Python")
+    return (f"TensorFlow's oneDNN kernels are off although {ONEDNN_VARIABLE}={os.environ.get(ONEDNN_VARIABLE)!r}: "
+            "convolutions run several times slower on this CPU; check the variable's value (0/1)")
+
+
+def check_onednn():
+    """Warn once when TensorFlow is already imported and runs without oneDNN; returns the advice or None."""
+    if "tensorflow" not in sys.modules:
+        return None
+    try:
+        enabled = onednn_enabled()
+    except (ImportError, AttributeError):  # a TensorFlow build without the util port: nothing to check
+        return None
+    advice = onednn_advice(enabled, USER_ONEDNN, tensorflow_first=_TENSORFLOW_FIRST)
+    if advice:
+        warnings.warn(advice, RuntimeWarning, stacklevel=2)
+    return advice
+
+
+_TENSORFLOW_FIRST = "tensorflow" in sys.modules

@@ -1,0 +1,71 @@
+"""Process-level TensorFlow settings (mrcnn_tf/runtime.py): oneDNN on, quiet C++ logs, user settings kept.
+
+These run in fresh subprocesses: the variables only matter before TensorFlow is imported.
+"""
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from mrcnn_tf import runtime
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(code, **env_changes):
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")}
+    env.update({k: v for k, v in env_changes.items() if v is not None})
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+CHECK = ("import os, mrcnn_tf, tensorflow as tf\n"
+         "from tensorflow.python.util import _pywrap_util_port as p\n"
+         "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), p.IsMklEnabled())\n")
+
+
+def test_importing_mrcnn_tf_first_turns_onednn_on():
+    assert _run(CHECK).stdout.split() == ["1", "True"]
+
+
+def test_a_users_choice_to_turn_onednn_off_is_kept():
+    assert _run(CHECK, TF_ENABLE_ONEDNN_OPTS="0").stdout.split() == ["0", "False"]
+
+
+def test_tensorflow_imported_first_with_onednn_off_gets_a_warning():
+    # The user's explicit 0 is a choice (no warning); the advice for a default-off CPU is unit-tested below.
+    code = ("import warnings, tensorflow\nwith warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n    import mrcnn_tf\nprint(len(w))\n")
+    assert _run(code, TF_ENABLE_ONEDNN_OPTS="0").stdout.split() == ["0"]
+
+
+def test_onednn_advice_names_the_cause_and_the_fix():
+    assert runtime.onednn_advice(True, None, tensorflow_first=True) is None
+    assert runtime.onednn_advice(False, "0", tensorflow_first=True) is None
+    assert runtime.onednn_advice(False, "false", tensorflow_first=False) is None
+    first = runtime.onednn_advice(False, None, tensorflow_first=True)
+    assert "Import mrcnn_tf before tensorflow" in first and "TF_ENABLE_ONEDNN_OPTS=1" in first
+    assert "check the variable" in runtime.onednn_advice(False, "yes", tensorflow_first=False)
+
+
+def test_configure_environment_keeps_user_values():
+    assert runtime.configure_environment({}) == {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    mine = {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "0"}
+    assert runtime.configure_environment(dict(mine)) == mine
+
+
+QUIET = ("import os\nfrom mrcnn_tf.cli import quiet_tensorflow_logs\nquiet_tensorflow_logs()\n"
+         "import tensorflow as tf\ntf.config.list_physical_devices('GPU')\n(tf.constant(1.0) + 1).numpy()\n"
+         "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])\n")
+
+
+@pytest.mark.parametrize("user_level, expected", [(None, "3"), ("2", "2")])
+def test_cli_mutes_the_cuda_probe_unless_the_user_set_a_level(user_level, expected):
+    result = _run(QUIET, TF_CPP_MIN_LOG_LEVEL=user_level)
+    assert result.stdout.split()[-1] == expected
+    if user_level is None:
+        assert "cuInit" not in result.stderr and "E0000" not in result.stderr
