@@ -267,7 +267,7 @@ def run_demo(output, minutes=8.0, per_class=60, mixt=20, heldout_per_class=8, he
     echo(format_report(metrics))
 
     echo("[4/4] detecting cells in the held-out images")
-    from mrcnn_tf.cli.detect import run_detect
+    from mrcnn_tf.detect_folder import run_detect
 
     inputs = [pathlib.Path(heldout.image_info[i]["path"]) for i in heldout.image_ids]
     detections_dir = output / "detections"

@@ -2,7 +2,8 @@
 
 `--weights last|PATH --logs DIR` becomes an inference `MaskRCNN` whose config is the JSON saved
 beside the checkpoint (falling back to `LiscConfig` defaults for foreign weight files), adjusted
-to one image per batch and by ``--set KEY=VALUE`` overrides.
+to one image per batch and by ``--set KEY=VALUE`` overrides. `load_dataset` reads ``--dataset DIR``
+(COCO or LISC layout) for train and evaluate.
 """
 import json
 import pathlib
@@ -68,6 +69,43 @@ def load_config(checkpoint, overrides=()):
     return config.apply_overrides(list(overrides))
 
 
+LISC_SUBSETS = ("train", "val", "all")
+
+
+def load_dataset(dataset_dir, subset):
+    """The prepared dataset of ``--dataset DIR`` and ``--subset NAME``, COCO or LISC by the folder's layout.
+
+    A COCO layout (``DIR/annotations/``, ``DIR/images/``) loads ``annotations/instances_<subset>.json``
+    into a `CocoDataset`, any NAME allowed; anything else is read by `LiscDataset` (LISC or WBC layout),
+    whose subsets are the deterministic split's train, val and all. An empty LISC subset is left to
+    the command to report (the fix depends on it); an empty COCO one is an error here.
+
+    Raises:
+        DatasetError: bad folder, subset or file (one line naming it).
+    """
+    from mrcnn_tf.coco import CocoDataset, is_coco_layout
+    from mrcnn_tf.errors import DatasetError
+    from mrcnn_tf.lisc import LiscDataset, find_layout
+
+    if is_coco_layout(dataset_dir):
+        dataset = CocoDataset()
+        dataset.load_coco(dataset_dir, subset)
+        dataset.prepare()
+        if dataset.num_images == 0:
+            raise DatasetError(f"{pathlib.Path(dataset_dir) / 'annotations' / f'instances_{subset}.json'}: no image "
+                               "with an annotation; add annotations (or images) to this subset")
+        return dataset
+    if subset not in LISC_SUBSETS:
+        find_layout(dataset_dir)  # a missing or unknown folder is the first thing to fix
+        raise DatasetError(f"--subset {subset}: a LISC-layout folder ({dataset_dir}) has the subsets "
+                           f"{', '.join(LISC_SUBSETS)}; named subsets need a COCO layout "
+                           "(DIR/annotations/instances_<NAME>.json, DIR/images/)")
+    dataset = LiscDataset()
+    dataset.load_lisc(dataset_dir, subset)
+    dataset.prepare()
+    return dataset
+
+
 def resolve_checkpoint(weights, logs):
     """The weight file named by ``--weights last|PATH`` (coco, imagenet and none are refused)."""
     from mrcnn_tf.checkpoints import resolve_weights
@@ -129,24 +167,14 @@ def misfit_message(report, checkpoint, config, training=False):
 
 
 def class_names_for(config, dataset=None):
-    """Class names indexed by class id (0 = BG): the dataset's, LISC's for 6 classes, else class_<id>."""
-    if dataset is not None:
-        return list(dataset.class_names)
-    from mrcnn_tf.data.lisc_format import CLASS_NAMES
+    """Class names indexed by class id (0 = BG); see `mrcnn_tf.detect_folder` (library code never imports the CLI)."""
+    from mrcnn_tf.detect_folder import class_names_for as library_class_names_for
 
-    if config.NUM_CLASSES == 1 + len(CLASS_NAMES):
-        return ["BG"] + list(CLASS_NAMES)
-    return ["BG"] + [f"class_{i}" for i in range(1, config.NUM_CLASSES)]
+    return library_class_names_for(config, dataset)
 
 
 def list_images(path):
-    """Image files of FILE_OR_DIR: the file itself, or the folder's images sorted by name (not recursive)."""
-    path = pathlib.Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise MrcnnError(f"--input {path}: no such file or folder; give an image file or a folder of images")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise MrcnnError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
-    return files
+    """Image files of FILE_OR_DIR; see `mrcnn_tf.detect_folder` (library code never imports the CLI)."""
+    from mrcnn_tf.detect_folder import list_images as library_list_images
+
+    return library_list_images(path)

@@ -1,115 +1,65 @@
 """`mrcnn-tf detect`: find and type leukocytes in an image or a folder of images.
 
-Writes to --output:
-    <name>_overlay.png   the image with tinted masks, outlines, boxes and "type score" captions
+Writes to --output (the formats are described in mrcnn_tf/detect_results.py):
+    <name>_overlay.png   the image with tinted masks, outlines, boxes and "type score" captions (not with
+                         --no-overlays)
+    detections.jsonl     one line per finished image, flushed after every batch (what --resume reads)
     detections.json      COCO results (image_id, category_id, bbox [x, y, w, h], score, RLE segmentation)
     images.json          the COCO "images" and "categories" those results refer to
     counts.csv           the differential count: cells of each type per image, the total, and percentages
 
-Result files already in --output are never replaced unless --force is given.
+Images go through the model --batch-size at a time while the next ones are read and the previous ones
+written. Result files already in --output are never replaced unless --force is given; --resume continues
+a stopped run there, skipping the images it finished.
 """
-import collections
-import csv
-import json
+import contextlib
 import pathlib
 
 import click
-import numpy as np
 
 from mrcnn_tf.cli._common import class_names_for, list_images, load_inference_model, weights_options
+from mrcnn_tf.detect_folder import run_detect
+from mrcnn_tf.detect_results import JOURNAL_NAME, existing_results, overlay_name, write_counts
 from mrcnn_tf.errors import MrcnnError
 
-
-def _overlay_name(path, used, prefer_folder=False):
-    """``<stem>_overlay.png``; on a clash the parent folder, then the extension, then a number join the name.
-
-    With `prefer_folder` (the file name occurs in several input folders) the folder comes first.
-
-    Inputs from several folders often share file names (LISC's ``Baso/1.bmp``, ``eosi/1.bmp``...): no
-    overlay may be written over another one.
-    """
-    candidates = [] if prefer_folder else [path.stem]
-    candidates += [f"{path.parent.name}_{path.stem}", f"{path.parent.name}_{path.stem}_{path.suffix.lstrip('.')}"]
-    candidates += [f"{candidates[-1]}_{n}" for n in range(2, len(used) + 3)]
-    name = next(f"{stem}_overlay.png" for stem in candidates if f"{stem}_overlay.png" not in used)
-    used.add(name)
-    return name
+# Earlier names of the library functions, for code that imported them from here.
+_overlay_name = overlay_name
+__all__ = ["detect", "run_detect", "write_counts", "existing_results"]
 
 
-def write_counts(path, rows, class_names):
-    """The differential count CSV: one row per image, then "total" and "percent" rows.
-
-    Args:
-        path: output .csv.
-        rows: list of (image file name, class_ids of its detections).
-        class_names: names by class id, 0 = BG.
-
-    Returns:
-        int [num_classes - 1] totals per type.
-    """
-    types = class_names[1:]
-    totals = np.zeros(len(types), dtype=np.int64)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image"] + types + ["total"])
-        for name, class_ids in rows:
-            counts = np.bincount(np.asarray(class_ids, dtype=np.int64), minlength=len(class_names))[1:len(class_names)]
-            totals += counts
-            writer.writerow([name] + [int(c) for c in counts] + [int(counts.sum())])
-        writer.writerow(["total"] + [int(c) for c in totals] + [int(totals.sum())])
-        share = totals / totals.sum() * 100 if totals.sum() else np.zeros(len(types))
-        writer.writerow(["percent"] + [f"{p:.1f}" for p in share] + ["100.0" if totals.sum() else "0.0"])
-    return totals
+def refuse_existing(output, inputs, overlays, force, resume):
+    """Stop before the (slow) model build if --output holds results this run may not replace."""
+    taken = existing_results(output, inputs, overlays=overlays)
+    journal = pathlib.Path(output) / JOURNAL_NAME
+    if not taken or force or (resume and journal.is_file()):
+        return
+    first = f"{pathlib.Path(output) / taken[0]} already exists ({len(taken)} result file(s) in --output)"
+    if resume:
+        raise MrcnnError(f"{first}: --resume found no {JOURNAL_NAME} to continue; choose another --output "
+                         "or pass --force to replace them")
+    resumable = ", --resume to continue that run," if journal.is_file() else ""
+    raise MrcnnError(f"{first}: choose another --output{resumable} or pass --force to replace them")
 
 
-def existing_results(output, inputs):
-    """Names of the files `run_detect` would write to `output` that already exist there."""
-    output = pathlib.Path(output)
-    if not output.is_dir():
-        return []
-    used = set()
-    counts = collections.Counter(path.name for path in inputs)
-    names = [_overlay_name(path, used, prefer_folder=counts[path.name] > 1) for path in inputs]
-    names += ["detections.json", "images.json", "counts.csv"]
-    return [name for name in names if (output / name).exists()]
+class _ProgressBar:
+    """click's progress bar over the images still to detect, with their rate and the time left."""
 
+    def __init__(self, stack):
+        self.stack, self.bar, self.shown = stack, None, 0
+        self.started = None
 
-def run_detect(model, inputs, output, class_names, echo=click.echo):
-    """Detect on every file of `inputs` and write overlays, COCO JSON and the count CSV to `output`.
+    def __call__(self, done, todo):
+        import time
 
-    Returns:
-        dict: per-type totals and the number of images.
-    """
-    from mrcnn_tf import visualize
-    from mrcnn_tf.data.dataset import Dataset
-    from mrcnn_tf.evaluation.coco import detections_to_coco
-
-    output = pathlib.Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    # Dataset.load_image converts grey/RGBA/CMYK/16-bit files to RGB and names bad files.
-    reader = Dataset()
-    for i, path in enumerate(inputs):
-        reader.add_image("input", i, str(path))
-    used, results, images, count_rows = set(), [], [], []
-    # File names found in several input folders (LISC's Baso/1.bmp, eosi/1.bmp ...) carry their folder.
-    names = collections.Counter(path.name for path in inputs)
-    for i, path in enumerate(inputs):
-        image = reader.load_image(i)
-        r = model.detect([image], verbose=0)[0]
-        image_id = i + 1
-        images.append({"id": image_id, "file_name": path.name, "height": int(image.shape[0]),
-                       "width": int(image.shape[1])})
-        results.extend(detections_to_coco(image_id, r["rois"], r["class_ids"], r["scores"], r["masks"]))
-        overlay = output / _overlay_name(path, used, prefer_folder=names[path.name] > 1)
-        visualize.save_instances(overlay, image, r["rois"], r["masks"], r["class_ids"], class_names, r["scores"])
-        count_rows.append((f"{path.parent.name}/{path.name}" if names[path.name] > 1 else path.name, r["class_ids"]))
-        found = ", ".join(f"{class_names[c]} {s:.2f}" for c, s in zip(r["class_ids"], r["scores"])) or "no cells"
-        echo(f"{path.name}: {found}")
-    (output / "detections.json").write_text(json.dumps(results))
-    categories = [{"id": k, "name": n} for k, n in enumerate(class_names) if k > 0]
-    (output / "images.json").write_text(json.dumps({"images": images, "categories": categories}, indent=1))
-    totals = write_counts(output / "counts.csv", count_rows, class_names)
-    return {"images": len(inputs), "counts": dict(zip(class_names[1:], (int(t) for t in totals)))}
+        if self.bar is None:
+            self.started = time.perf_counter()
+            self.bar = self.stack.enter_context(click.progressbar(
+                length=todo, label=f"Detecting {todo} images", show_pos=True, show_eta=True,
+                item_show_func=lambda rate: rate))
+            return
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(done - self.shown, current_item=f"{rate:.2f} images/s")
+        self.shown = done
 
 
 @click.command()
@@ -117,19 +67,28 @@ def run_detect(model, inputs, output, class_names, echo=click.echo):
 @click.option("--input", "input_path", required=True, type=click.Path(),
               help="An image file or a folder of images.")
 @click.option("--output", required=True, type=click.Path(file_okay=False), help="Folder for the results.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per model call (sets IMAGES_PER_GPU; default 1).")
+@click.option("--no-overlays", is_flag=True, help="Skip the overlay PNGs (faster); JSON and counts are written.")
+@click.option("--resume", is_flag=True, help="Continue the stopped run in --output, skipping the images it finished.")
 @click.option("--force", is_flag=True, help="Write over results already in --output.")
-def detect(weights, logs, overrides, input_path, output, force):
+def detect(weights, logs, overrides, input_path, output, batch_size, no_overlays, resume, force):
     """Find and type cells: overlay PNGs, COCO results JSON and a differential count CSV."""
     inputs = list_images(input_path)
-    taken = existing_results(output, inputs)
-    # Refuse before the (slow) model build: earlier results are never replaced silently.
-    if taken and not force:
-        raise MrcnnError(f"{pathlib.Path(output) / taken[0]} already exists ({len(taken)} result file(s) in --output): "
-                         "choose another --output or pass --force to replace them")
-    model, checkpoint = load_inference_model(weights, logs, overrides)
+    refuse_existing(output, inputs, overlays=not no_overlays, force=force, resume=resume)
+    batching = (f"IMAGES_PER_GPU={batch_size}",) if batch_size else ()
+    model, checkpoint = load_inference_model(weights, logs, tuple(overrides) + batching)
     click.echo(f"Weights: {checkpoint}")
-    summary = run_detect(model, inputs, output, class_names_for(model.config))
+    with contextlib.ExitStack() as stack:
+        summary = run_detect(model, inputs, output, class_names_for(model.config), echo=click.echo,
+                             overlays=not no_overlays, resume=resume, force=force, progress=_ProgressBar(stack),
+                             run_info={"weights": str(pathlib.Path(checkpoint).resolve())})
     total = sum(summary["counts"].values())
     counts = ", ".join(f"{name} {n}" for name, n in summary["counts"].items())
+    if summary["detected"]:
+        click.echo(f"Detected {summary['detected']} images in {summary['seconds']:.1f} s "
+                   f"({summary['detected'] / summary['seconds']:.2f} images/s)")
     click.echo(f"{summary['images']} images, {total} cells: {counts}")
-    click.echo(f"Wrote overlays, detections.json, images.json and counts.csv to {output}")
+    written = "detections.json, images.json and counts.csv" if no_overlays else \
+        "overlays, detections.json, images.json and counts.csv"
+    click.echo(f"Wrote {written} to {output}")
