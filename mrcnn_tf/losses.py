@@ -182,3 +182,14 @@ def l2_weight_decay(trainable_weights, decay):
     if not terms or decay == 0:
         return tf.constant(0.0)
     return tf.add_n(terms)
+
+
+# ---------------------------------------------------------------- Matterport's signatures
+def matterport_rpn_bbox_loss_graph(config, target_bbox, rpn_match, rpn_bbox):
+    """`rpn_bbox_loss_graph` with Matterport's argument order (``modellib.rpn_bbox_loss_graph``).
+
+    Matterport needed the config for IMAGES_PER_GPU (its Python loop over the batch); the loss here
+    works on any batch size, so `config` is accepted and not read.
+    """
+    del config
+    return rpn_bbox_loss_graph(target_bbox, rpn_match, rpn_bbox)

@@ -43,12 +43,16 @@ _LAZY_EXPORTS = {
     "load_image_gt": "mrcnn_tf.data.targets",
     "build_rpn_targets": "mrcnn_tf.data.targets",
     "generate_random_rois": "mrcnn_tf.data.targets",
+    "build_detection_targets": "mrcnn_tf.data.targets",
     "DataGenerator": "mrcnn_tf.data.pipeline",
+    "data_generator": "mrcnn_tf.data.generator",
     "BatchNorm": "mrcnn_tf.layers.batch_norm",
     "ProposalLayer": "mrcnn_tf.layers.proposal",
     "PyramidROIAlign": "mrcnn_tf.layers.roi_align",
     "DetectionTargetLayer": "mrcnn_tf.layers.detection_target",
+    "detection_targets_graph": "mrcnn_tf.layers.detection_target",
     "DetectionLayer": "mrcnn_tf.layers.detection",
+    "refine_detections_graph": "mrcnn_tf.layers.detection",
     "resnet_graph": "mrcnn_tf.nets.resnet",
     "identity_block": "mrcnn_tf.nets.resnet",
     "conv_block": "mrcnn_tf.nets.resnet",
@@ -65,15 +69,28 @@ _LAZY_EXPORTS = {
     "clip_boxes_graph": "mrcnn_tf.ops.graph",
     "overlaps_graph": "mrcnn_tf.ops.graph",
     "log2_graph": "mrcnn_tf.ops.graph",
+    "smooth_l1_loss": "mrcnn_tf.losses",
+    "rpn_class_loss_graph": "mrcnn_tf.losses",
+    "mrcnn_class_loss_graph": "mrcnn_tf.losses",
+    "mrcnn_bbox_loss_graph": "mrcnn_tf.losses",
+    "mrcnn_mask_loss_graph": "mrcnn_tf.losses",
+}
+# Names whose Matterport signature differs from the function they come from: name -> (module, attribute).
+_RENAMED_EXPORTS = {
+    # Matterport's rpn_bbox_loss_graph(config, target_bbox, rpn_match, rpn_bbox) takes the config first.
+    "rpn_bbox_loss_graph": ("mrcnn_tf.losses", "matterport_rpn_bbox_loss_graph"),
 }
 
 __all__ = ["MaskRCNN", "log", "compose_image_meta", "parse_image_meta", "mold_image", "unmold_image",
-           "compute_backbone_shapes", *_LAZY_EXPORTS]
+           "compute_backbone_shapes", *_LAZY_EXPORTS, *_RENAMED_EXPORTS]
 
 
 def __getattr__(name):
     if name in _LAZY_EXPORTS:
         return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
+    if name in _RENAMED_EXPORTS:
+        module, attribute = _RENAMED_EXPORTS[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -469,34 +486,55 @@ class MaskRCNN:
         return found
 
     # ------------------------------------------------------------------ notebooks
+    def ancestor(self, tensor, name, checked=None):
+        """The tensor Matterport's notebooks find by TF1 op name upstream of `tensor`.
+
+        Keras 3 keeps no TF1 graph, so the names that still mean something are served: a layer name
+        ("rpn_class:0") gives that layer's output; the proposal layer's inner steps
+        "ROI/pre_nms_anchors:0", "ROI/refined_anchors:0", "ROI/refined_anchors_clipped:0" and
+        "ROI/rpn_non_max_suppression:0" (any TF version's spelling) give a stage object that
+        `run_graph` computes on demand. Any other name raises `MrcnnError` saying what to ask for.
+
+        Args:
+            tensor: a tensor of `keras_model`, e.g. ``keras_model.get_layer("ROI").output``.
+            name: the TF1 tensor name.
+            checked: unused; Matterport's recursion argument, kept for its signature.
+
+        Returns:
+            a Keras tensor, or a `mrcnn_tf.graph_inspection.GraphStage`.
+        """
+        from mrcnn_tf.graph_inspection import find_ancestor
+
+        return find_ancestor(self.keras_model, tensor, name)
+
     def run_graph(self, images, outputs, image_metas=None):
         """Values of intermediate tensors for `images` (Matterport's notebook helper).
 
         Args:
-            images: list of [H, W, C] images of one molded shape.
-            outputs: list of (name, tensor) pairs, the tensor a layer output of `keras_model`
-                (e.g. ``model.keras_model.get_layer("ROI").output``) or a layer name.
-            image_metas: optional [N, IMAGE_META_SIZE] to use instead of the molded ones.
+            images: list of [H, W, C] images of one molded shape; with `image_metas`, images already
+                molded (resized, padded, mean-subtracted), as in Matterport.
+            outputs: list of (name, tensor) pairs, the tensor a layer output of `keras_model` as is
+                (e.g. ``model.keras_model.get_layer("input_image").output``; Keras 3 refuses raw tf ops
+                such as ``tf.identity`` on it), a layer name, or a stage from `ancestor`.
+            image_metas: [N, IMAGE_META_SIZE] of molded `images`.
 
         Returns:
-            OrderedDict name -> numpy array.
+            OrderedDict name -> numpy array (each also printed with `log`).
         """
-        tensors = [self.keras_model.get_layer(t).output if isinstance(t, str) else t for _, t in outputs]
-        molded_images, metas, _ = self.mold_inputs(images)
-        if image_metas is not None:
-            metas = np.asarray(image_metas)
+        from mrcnn_tf.graph_inspection import as_output, evaluate
+
+        outputs = [(name, as_output(self.keras_model, name, item)) for name, item in outputs]
+        if image_metas is None:
+            molded_images, metas, _ = self.mold_inputs(images)
+        else:
+            molded_images, metas = np.asarray(images), np.asarray(image_metas)
         inputs = [molded_images.astype(np.float32), metas.astype(np.float32)]
         if self.mode == "inference":
             anchors = self.get_anchors(molded_images[0].shape)
-            inputs.append(np.broadcast_to(anchors, (len(images),) + anchors.shape).astype(np.float32))
-        # In training mode only the image and its meta are fed, as Matterport did: asking for a
-        # tensor that needs the ground-truth inputs is an error from Keras.
-        probe = keras.Model(self.keras_model.inputs[:len(inputs)], tensors)
-        values = probe(inputs, training=False)
-        values = values if isinstance(values, (list, tuple)) else [values]
-        result = collections.OrderedDict()
-        for (name, _), value in zip(outputs, values):
-            result[name] = keras.ops.convert_to_numpy(value)
+            inputs.append(np.broadcast_to(anchors, (len(molded_images),) + anchors.shape).astype(np.float32))
+        # In training mode only the image and its meta are fed, as Matterport did: a tensor that needs
+        # the ground-truth inputs is an error.
+        result = evaluate(self.keras_model, inputs, outputs)
         for name, value in result.items():
             log(name, value)
         return result

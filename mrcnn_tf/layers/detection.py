@@ -99,3 +99,25 @@ class DetectionLayer(keras.layers.Layer):
                       detection_nms_threshold=self.detection_nms_threshold,
                       class_agnostic_nms=self.class_agnostic_nms)
         return config
+
+
+def refine_detections_graph(rois, probs, deltas, window, config):
+    """Matterport's per-image detection function: `DetectionLayer`'s rules for one image.
+
+    Args:
+        rois: [N, 4] normalized ROIs.
+        probs: [N, NUM_CLASSES] class probabilities.
+        deltas: [N, NUM_CLASSES, 4] class-specific box deltas.
+        window: [4] normalized (y1, x1, y2, x2) of the image inside the padded input.
+        config: a `Config` (BBOX_STD_DEV, DETECTION_MIN_CONFIDENCE, DETECTION_MAX_INSTANCES,
+            DETECTION_NMS_THRESHOLD, DETECTION_NMS_CLASS_AGNOSTIC).
+
+    Returns:
+        float32 tensor [DETECTION_MAX_INSTANCES, 6] of (y1, x1, y2, x2 normalized, class_id, score),
+        best first, zero rows after the last detection.
+    """
+    layer = DetectionLayer(config.BBOX_STD_DEV, config.DETECTION_MIN_CONFIDENCE, config.DETECTION_MAX_INSTANCES,
+                           config.DETECTION_NMS_THRESHOLD,
+                           class_agnostic_nms=getattr(config, "DETECTION_NMS_CLASS_AGNOSTIC", False))
+    return layer._refine_one((tf.cast(rois, tf.float32), tf.cast(probs, tf.float32), tf.cast(deltas, tf.float32),
+                              tf.cast(window, tf.float32)))

@@ -150,3 +150,24 @@ class DetectionTargetLayer(keras.layers.Layer):
                       bbox_std_dev=self.bbox_std_dev, mask_shape=list(self.mask_shape),
                       use_mini_mask=self.use_mini_mask, seed=self.seed)
         return config
+
+
+def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, config):
+    """Matterport's per-image target function: `DetectionTargetLayer`'s rules for one image.
+
+    Args:
+        proposals: [N, 4] normalized proposals (zero rows are padding).
+        gt_class_ids: [G] int class ids (0 padding, < 0 crowd).
+        gt_boxes: [G, 4] normalized GT boxes.
+        gt_masks: [h, w, G] bool masks (mini masks with USE_MINI_MASK).
+        config: a `Config` (TRAIN_ROIS_PER_IMAGE, ROI_POSITIVE_RATIO, BBOX_STD_DEV, MASK_SHAPE,
+            USE_MINI_MASK).
+
+    Returns:
+        rois float32 [T, 4], class_ids int32 [T], deltas float32 [T, 4], masks float32 [T, MH, MW]
+        (tensors, zero-padded; see `DetectionTargetLayer`).
+    """
+    layer = DetectionTargetLayer(config.TRAIN_ROIS_PER_IMAGE, config.ROI_POSITIVE_RATIO, config.BBOX_STD_DEV,
+                                 config.MASK_SHAPE, config.USE_MINI_MASK)
+    return layer._targets_one((tf.cast(proposals, tf.float32), tf.cast(gt_class_ids, tf.int32),
+                               tf.cast(gt_boxes, tf.float32), tf.cast(gt_masks, tf.bool)))

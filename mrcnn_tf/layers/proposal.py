@@ -67,6 +67,47 @@ class ProposalLayer(keras.layers.Layer):
         proposals.set_shape([rpn_class.shape[0], self.proposal_count, 4])
         return proposals
 
+    # ------------------------------------------------------------------ notebooks
+    # The intermediate values Matterport's notebooks fetch by TF1 op name ("ROI/refined_anchors:0");
+    # `MaskRCNN.ancestor` maps those names onto these keys.
+    INSPECTION_STAGES = ("pre_nms_anchors", "refined_anchors", "refined_anchors_clipped", "rpn_non_max_suppression")
+
+    def inspection_stages(self, inputs):
+        """The steps of `call` for the same inputs, computed eagerly one image at a time (notebooks only).
+
+        Kept apart from `call`, so the model's graph and speed do not depend on it; the tests check that
+        its proposals equal `call`'s.
+
+        Args:
+            inputs: [rpn_class, rpn_bbox, anchors] values (arrays or tensors) as `call` takes them.
+
+        Returns:
+            dict of numpy arrays, K = min(pre_nms_limit, A): pre_nms_anchors [B, K, 4] (the best-scored
+            anchors, best first, normalized), pre_nms_scores [B, K], refined_anchors [B, K, 4] (after their
+            deltas), refined_anchors_clipped [B, K, 4] (clipped to [0, 1]), rpn_non_max_suppression int32
+            [B, proposal_count] (rows of the K kept by NMS, best first; -1 pads) and proposals
+            [B, proposal_count, 4] (`call`'s output).
+        """
+        rpn_class, rpn_bbox, anchors = (np.asarray(keras.ops.convert_to_numpy(v), np.float32) for v in inputs)
+        limit = min(self.pre_nms_limit, anchors.shape[1])
+        stages = {key: [] for key in ("pre_nms_anchors", "pre_nms_scores", "refined_anchors",
+                                      "refined_anchors_clipped", "rpn_non_max_suppression", "proposals")}
+        for scores, deltas, image_anchors in zip(rpn_class[:, :, 1], rpn_bbox, anchors):
+            top = tf.math.top_k(scores, k=limit, sorted=True).indices
+            deltas = tf.gather(deltas * np.float32(self.rpn_bbox_std_dev), top)
+            pre_nms = tf.gather(image_anchors, top)
+            refined = apply_box_deltas_graph(pre_nms, deltas)
+            clipped = clip_boxes_graph(refined, tf.constant([0.0, 0.0, 1.0, 1.0]))
+            top_scores = tf.gather(scores, top)
+            keep = tf.image.non_max_suppression(clipped, top_scores, self.proposal_count, self.nms_threshold)
+            padding = self.proposal_count - int(keep.shape[0])
+            for key, value in (("pre_nms_anchors", pre_nms), ("pre_nms_scores", top_scores),
+                               ("refined_anchors", refined), ("refined_anchors_clipped", clipped),
+                               ("rpn_non_max_suppression", tf.pad(keep, [[0, padding]], constant_values=-1)),
+                               ("proposals", tf.pad(tf.gather(clipped, keep), [[0, padding], [0, 0]]))):
+                stages[key].append(value.numpy())
+        return {key: np.stack(values) for key, values in stages.items()}
+
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0], self.proposal_count, 4)
 
