@@ -92,6 +92,11 @@ class Config:
     # True: one NMS over all classes, so an object is never reported under two classes (one cell,
     # one type); False: NMS per class, as Matterport.
     DETECTION_NMS_CLASS_AGNOSTIC = False
+    # Widths of the RPN's shared 3x3 conv and of the mask head's four 3x3 convs and deconv (Matterport:
+    # 512 and 256, fixed; COCO weights need those). On a CPU these two heads are most of a small
+    # model's training step: DemoConfig narrows them (bench/RESULTS.md).
+    RPN_CONV_CHANNELS = 512
+    MASK_HEAD_CHANNELS = 256
     XLA = False  # XLA auto-clustering during `train` (whole-graph jit_compile fails on NMS; see bench/RESULTS.md)
 
     def __init__(self):
@@ -133,7 +138,8 @@ class Config:
                      "RPN_ANCHOR_STRIDE", "RPN_TRAIN_ANCHORS_PER_IMAGE", "PRE_NMS_LIMIT",
                      "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE", "IMAGE_CHANNEL_COUNT",
                      "TRAIN_ROIS_PER_IMAGE", "POOL_SIZE", "MASK_POOL_SIZE", "MAX_GT_INSTANCES",
-                     "DETECTION_MAX_INSTANCES", "FPN_CLASSIF_FC_LAYERS_SIZE", "TOP_DOWN_PYRAMID_SIZE"):
+                     "DETECTION_MAX_INSTANCES", "FPN_CLASSIF_FC_LAYERS_SIZE", "TOP_DOWN_PYRAMID_SIZE",
+                     "RPN_CONV_CHANNELS", "MASK_HEAD_CHANNELS"):
             positive_int(name)
         for name in ("RPN_NMS_THRESHOLD", "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD",
                      "LEARNING_MOMENTUM"):

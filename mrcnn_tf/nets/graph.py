@@ -66,7 +66,8 @@ def _backbone_and_fpn(input_image, config):
 
 def _rpn(rpn_feature_maps, config):
     """Run the shared `rpn_model` on every level; concatenate to [B, A, 2], [B, A, 2], [B, A, 4]."""
-    rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS), config.TOP_DOWN_PYRAMID_SIZE)
+    rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS), config.TOP_DOWN_PYRAMID_SIZE,
+                          config.RPN_CONV_CHANNELS)
     per_level = [rpn([p]) for p in rpn_feature_maps]
     names = ("rpn_class_logits", "rpn_class", "rpn_bbox")
     # float32 under mixed precision: the proposal layer and the RPN losses read these.
@@ -135,7 +136,8 @@ def build_training_graph(config):
     # 1/ROI_POSITIVE_RATIO times less work than Matterport's run over all T ROIs, same loss.
     positive_slots = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
     mrcnn_mask = build_fpn_mask_graph(rois[:, :positive_slots], mrcnn_feature_maps, input_image_meta,
-                                      config.MASK_POOL_SIZE, config.NUM_CLASSES, train_bn=config.TRAIN_BN)
+                                      config.MASK_POOL_SIZE, config.NUM_CLASSES, train_bn=config.TRAIN_BN,
+                                      channels=config.MASK_HEAD_CHANNELS)
     target_mask = target_mask[:, :positive_slots]
     output_rois = layers.Identity(name="output_rois")(rois)
 
@@ -179,5 +181,6 @@ def build_inference_graph(config):
     # The mask head runs on the final boxes only (faster and more accurate than on all proposals).
     detection_boxes = detections[..., :4]
     mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps, input_image_meta,
-                                      config.MASK_POOL_SIZE, config.NUM_CLASSES, train_bn=config.TRAIN_BN)
+                                      config.MASK_POOL_SIZE, config.NUM_CLASSES, train_bn=config.TRAIN_BN,
+                                      channels=config.MASK_HEAD_CHANNELS)
     return inputs, [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois, rpn_class, rpn_bbox]

@@ -84,7 +84,7 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     return mrcnn_class_logits, mrcnn_probs, mrcnn_bbox
 
 
-def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True):
+def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True, channels=256):
     """Mask head of the FPN.
 
     Args:
@@ -94,6 +94,7 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         pool_size: side of the ROI-aligned square (config.MASK_POOL_SIZE).
         num_classes: classes including background.
         train_bn: `training` for the head's BatchNorm layers.
+        channels: width of the four 3x3 convs and the deconv (Matterport: 256; config.MASK_HEAD_CHANNELS).
 
     Returns:
         [B, N, 2*pool_size, 2*pool_size, NC] per-class mask probabilities (sigmoid).
@@ -101,10 +102,10 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     x = PyramidROIAlign(pool_shape=[pool_size, pool_size], name="roi_align_mask")(
         [rois, image_meta] + list(feature_maps))
     for i in range(1, 5):
-        x = TimeDistributed(layers.Conv2D(256, (3, 3), padding="same"), name=f"mrcnn_mask_conv{i}")(x)
+        x = TimeDistributed(layers.Conv2D(channels, (3, 3), padding="same"), name=f"mrcnn_mask_conv{i}")(x)
         x = TimeDistributed(BatchNorm(train_bn=train_bn), name=f"mrcnn_mask_bn{i}")(x, training=train_bn)
         x = layers.Activation("relu")(x)
-    x = TimeDistributed(layers.Conv2DTranspose(256, (2, 2), strides=2, activation="relu"),
+    x = TimeDistributed(layers.Conv2DTranspose(channels, (2, 2), strides=2, activation="relu"),
                         name="mrcnn_mask_deconv")(x)
     # The last 1x1 conv and its sigmoid in float32: mask probabilities go into log() in the loss.
     return TimeDistributed(layers.Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid", dtype="float32"),

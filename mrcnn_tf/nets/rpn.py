@@ -8,20 +8,21 @@ import keras
 from keras import layers
 
 
-def rpn_graph(feature_map, anchors_per_location, anchor_stride):
+def rpn_graph(feature_map, anchors_per_location, anchor_stride, channels=512):
     """RPN head on one feature map.
 
     Args:
         feature_map: [B, H, W, depth] pyramid level.
         anchors_per_location: anchors per feature cell (len(RPN_ANCHOR_RATIOS)).
         anchor_stride: cells between anchors (1 = an anchor set at every cell).
+        channels: width of the shared 3x3 conv (Matterport: 512; config.RPN_CONV_CHANNELS).
 
     Returns:
         rpn_class_logits [B, H*W*A, 2] (BG/FG logits), rpn_probs [B, H*W*A, 2] (softmax),
         rpn_bbox [B, H*W*A, 4] deltas (dy, dx, log(dh), log(dw)) still divided by RPN_BBOX_STD_DEV;
         anchors ordered position-major then anchor (the order of `generate_pyramid_anchors`).
     """
-    shared = layers.Conv2D(512, (3, 3), padding="same", activation="relu", strides=anchor_stride,
+    shared = layers.Conv2D(channels, (3, 3), padding="same", activation="relu", strides=anchor_stride,
                            name="rpn_conv_shared")(feature_map)
     x = layers.Conv2D(2 * anchors_per_location, (1, 1), padding="valid", activation="linear",
                       name="rpn_class_raw")(shared)
@@ -35,13 +36,14 @@ def rpn_graph(feature_map, anchors_per_location, anchor_stride):
     return [rpn_class_logits, rpn_probs, rpn_bbox]
 
 
-def build_rpn_model(anchor_stride, anchors_per_location, depth):
+def build_rpn_model(anchor_stride, anchors_per_location, depth, channels=512):
     """The RPN as a Keras model so one set of weights serves every pyramid level.
 
     Args:
         anchor_stride: cells between anchors (config.RPN_ANCHOR_STRIDE).
         anchors_per_location: len(config.RPN_ANCHOR_RATIOS).
         depth: channels of the feature maps (config.TOP_DOWN_PYRAMID_SIZE).
+        channels: width of the shared conv (config.RPN_CONV_CHANNELS).
 
     Returns:
         keras.Model "rpn_model": input `input_rpn_feature_map` [B, H, W, depth] -> [rpn_class_logits
@@ -49,5 +51,5 @@ def build_rpn_model(anchor_stride, anchors_per_location, depth):
         (for anchor_stride 1).
     """
     feature_map = keras.Input(shape=[None, None, depth], name="input_rpn_feature_map")
-    outputs = rpn_graph(feature_map, anchors_per_location, anchor_stride)
+    outputs = rpn_graph(feature_map, anchors_per_location, anchor_stride, channels)
     return keras.Model([feature_map], outputs, name="rpn_model")

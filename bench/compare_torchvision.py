@@ -1,0 +1,236 @@
+"""mrcnn_tf against torchvision's Mask R-CNN on the same work, timed in one run on one machine.
+
+    python bench/compare_torchvision.py                              # torch in this interpreter
+    python bench/compare_torchvision.py --torch-python /path/to/venv/bin/python
+    python bench/compare_torchvision.py --isa avx2                   # both limited to AVX2 kernels
+
+torch and torchvision are not dependencies of mrcnn_tf: install them with `pip install -e ".[compare]"`, or
+point --torch-python at any interpreter that has them (numpy is all that side needs besides torch). Each
+library runs in its own subprocess, one after the other, with the same thread count, so neither's thread
+pools or allocator disturb the other; the parent prints both and their ratio. No figure comes from another
+day or machine.
+
+The work (the issue's definition, both sides):
+  inference  ResNet-50 FPN, 512x512, batch 1, 6 classes, 1000 proposals after NMS, score threshold 0 and
+             100 detections, all 100 through the mask head; timed end to end (mrcnn_tf `detect([image])`:
+             molding, graph, full-size masks; torchvision `model([tensor])` in eval mode: transform, graph,
+             pasted masks)
+  training   one optimizer step, same network from random weights with BatchNorm trained, 2 instances,
+             2000 proposals, 512 sampled ROIs per image, 256 RPN anchors, batch 1, SGD momentum 0.9 (mrcnn_tf
+             `train_on_batch` on a batch built by its DataGenerator; torchvision forward + backward + step)
+Both start from the same uint8 image and instance masks. `--isa avx2` sets ONEDNN_MAX_CPU_ISA=AVX2 for both
+and ATEN_CPU_CAPABILITY=avx2 for torch: what an AVX2-only CPU runs, on a machine that has AVX-512.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIZE, CLASSES, PROPOSALS_INFER, DETECTIONS = 512, 6, 1000, 100
+PROPOSALS_TRAIN, ROIS_PER_IMAGE, RPN_ANCHORS = 2000, 512, 256
+
+
+def make_work(path, seed=0):
+    """The shared input: a 512x512 smear-like uint8 image with two cell masks and their classes (.npz)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(170, 230, size=(SIZE, SIZE, 3)).astype(np.uint8)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    masks = np.zeros((SIZE, SIZE, 2), bool)
+    for i, (cy, cx, r) in enumerate([(150, 170, 60), (350, 330, 75)]):
+        masks[..., i] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        image[masks[..., i]] = (120 + 30 * i, 80, 160)
+    np.savez(path, image=image, masks=masks, class_ids=np.array([2, 5], np.int32))
+
+
+def timed(fn, runs, warmup):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median": statistics.median(times), "times": times}
+
+
+# ------------------------------------------------------------------------------------------- mrcnn_tf side
+def tf_worker(args, work):
+    import numpy as np
+
+    import mrcnn_tf  # noqa: F401  (first: its process settings precede TensorFlow's import)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from mrcnn_tf.config import Config
+    from mrcnn_tf.data.dataset import Dataset
+    from mrcnn_tf.data.pipeline import DataGenerator
+    from mrcnn_tf.model import MaskRCNN
+    from mrcnn_tf.runtime import onednn_enabled
+
+    class OneImage(Dataset):
+        def load_image(self, image_id):
+            return work["image"]
+
+        def load_mask(self, image_id):
+            return work["masks"], work["class_ids"]
+
+    attributes = dict(NAME="compare", BACKBONE="resnet50", GPU_COUNT=1, IMAGES_PER_GPU=1, NUM_CLASSES=CLASSES,
+                      IMAGE_RESIZE_MODE="square", IMAGE_MIN_DIM=SIZE, IMAGE_MAX_DIM=SIZE,
+                      POST_NMS_ROIS_INFERENCE=PROPOSALS_INFER, DETECTION_MIN_CONFIDENCE=0.0,
+                      DETECTION_MAX_INSTANCES=DETECTIONS, POST_NMS_ROIS_TRAINING=PROPOSALS_TRAIN,
+                      TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, RPN_TRAIN_ANCHORS_PER_IMAGE=RPN_ANCHORS, TRAIN_BN=True,
+                      LEARNING_RATE=0.01)
+    config = type("CompareConfig", (Config,), attributes)()
+    result = {"library": f"mrcnn_tf (tensorflow {tf.__version__}, oneDNN {'on' if onednn_enabled() else 'off'})"}
+    with tempfile.TemporaryDirectory() as logs:
+        if "infer" in args.parts:
+            model = MaskRCNN("inference", config, logs)
+            image = work["image"]
+            result["detections"] = len(model.detect([image])[0]["class_ids"])
+            result["infer"] = timed(lambda: model.detect([image]), args.runs, warmup=2)
+            del model
+        if "train" in args.parts:
+            dataset = OneImage()
+            dataset.add_class("compare", 1, "cell")
+            for k in range(2, CLASSES):
+                dataset.add_class("compare", k, f"type{k}")
+            dataset.add_image("compare", 0, None)
+            dataset.prepare()
+            batch = list(DataGenerator(dataset, config, shuffle=False)[0][0])
+            model = MaskRCNN("training", config, logs)
+            model.compile(config.LEARNING_RATE, config.LEARNING_MOMENTUM)
+            keras_model = model.keras_model
+            result["train"] = timed(lambda: keras_model.train_on_batch(batch), args.runs, warmup=2)
+    return result
+
+
+# ---------------------------------------------------------------------------------------- torchvision side
+def torch_worker(args, work):
+    import torch
+    import torchvision
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(args.threads)
+    torch.manual_seed(0)
+    common = dict(weights=None, weights_backbone=None, num_classes=CLASSES, min_size=SIZE, max_size=SIZE)
+    image = torch.from_numpy(work["image"]).permute(2, 0, 1).float() / 255
+    result = {"library": f"torchvision {torchvision.__version__} (torch {torch.__version__})"}
+    if "infer" in args.parts:
+        model = maskrcnn_resnet50_fpn(**common, rpn_pre_nms_top_n_test=PROPOSALS_INFER,
+                                      rpn_post_nms_top_n_test=PROPOSALS_INFER, box_score_thresh=0.0,
+                                      box_detections_per_img=DETECTIONS).eval()
+        with torch.no_grad():
+            result["detections"] = int(model([image])[0]["labels"].shape[0])
+            result["infer"] = timed(lambda: model([image]), args.runs, warmup=2)
+        del model
+    if "train" in args.parts:
+        # From random weights torchvision trains BatchNorm (FrozenBatchNorm only with pretrained weights).
+        model = maskrcnn_resnet50_fpn(**common, trainable_backbone_layers=5, rpn_pre_nms_top_n_train=PROPOSALS_TRAIN,
+                                      rpn_post_nms_top_n_train=PROPOSALS_TRAIN, rpn_batch_size_per_image=RPN_ANCHORS,
+                                      box_batch_size_per_image=ROIS_PER_IMAGE).train()
+        masks = torch.from_numpy(work["masks"]).permute(2, 0, 1).to(torch.uint8)
+        boxes = []
+        for m in masks:
+            rows, cols = torch.where(m.any(dim=1))[0], torch.where(m.any(dim=0))[0]
+            boxes.append([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
+        target = {"boxes": torch.tensor(boxes, dtype=torch.float32),
+                  "labels": torch.from_numpy(work["class_ids"]).long(), "masks": masks}
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step():
+            optimizer.zero_grad()
+            loss = sum(model([image], [target]).values())
+            loss.backward()
+            optimizer.step()
+
+        result["train"] = timed(step, args.runs, warmup=2)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- parent
+def isa_env(isa):
+    if isa == "native":
+        return {}
+    return {"ONEDNN_MAX_CPU_ISA": isa.upper(), "ATEN_CPU_CAPABILITY": isa}
+
+
+def run_worker(python, library, args, work_path):
+    command = [python, os.path.abspath(__file__), "--worker", library, "--work", work_path, "--threads",
+               str(args.threads), "--runs", str(args.runs), "--parts", *args.parts]
+    env = dict(os.environ, **isa_env(args.isa))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    completed = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    if completed.returncode != 0 or not lines:
+        sys.exit(f"{library} worker failed ({' '.join(command)}):\n{completed.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name} ({isa}{', VNNI' if 'avx512_vnni' in flags else ''})"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--parts", nargs="+", default=["infer", "train"], choices=["infer", "train"])
+    parser.add_argument("--isa", default="native", choices=["native", "avx2"],
+                        help="avx2: limit oneDNN (both) and ATen (torch) to AVX2 kernels")
+    parser.add_argument("--torch-python", default=sys.executable, help="an interpreter with torch + torchvision")
+    parser.add_argument("--worker", choices=["tf", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        import numpy as np
+
+        work = dict(np.load(args.work))
+        result = (tf_worker if args.worker == "tf" else torch_worker)(args, work)
+        print("RESULT " + json.dumps(result))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        work_path = os.path.join(tmp, "work.npz")
+        make_work(work_path)
+        started = datetime.datetime.now()
+        load_before = os.getloadavg()[0]
+        results = {"tf": run_worker(sys.executable, "tf", args, work_path),
+                   "torch": run_worker(args.torch_python, "torch", args, work_path)}
+    load_after = os.getloadavg()[0]
+    print(f"bench/compare_torchvision.py  date={started:%Y-%m-%d %H:%M}  cmd=python {' '.join(sys.argv)}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cpus, threads={args.threads}, isa={args.isa}, "
+          f"load {load_before:.1f} -> {load_after:.1f}")
+    for key in ("tf", "torch"):
+        print(f"  {key:5s} {results[key]['library']}")
+    summary = []
+    for part in args.parts:
+        tf_s, torch_s = results["tf"][part]["median"], results["torch"][part]["median"]
+        for key, seconds in (("tf", tf_s), ("torch", torch_s)):
+            runs = ", ".join(f"{t:.2f}" for t in results[key][part]["times"])
+            print(f"  {part:5s} {key:5s} median {seconds:7.3f} s  [{runs}]")
+        print(f"  {part:5s} mrcnn_tf / torchvision = {tf_s / torch_s:.2f}x")
+        summary.append(f"{part} {tf_s:.3f} s vs {torch_s:.3f} s = {tf_s / torch_s:.2f}x")
+    print(f"SUMMARY compare_torchvision {started:%Y-%m-%d} threads={args.threads} isa={args.isa}: "
+          + "; ".join(summary) + f"; load {load_before:.1f}-{load_after:.1f}")
+
+
+if __name__ == "__main__":
+    main()
