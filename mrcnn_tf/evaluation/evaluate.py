@@ -71,6 +71,8 @@ def evaluate_dataset(model, dataset, image_ids=None, progress=None, iou_threshol
             gt_masks, gt_class_ids = dataset.load_mask(image_id)
             gt_masks = np.asarray(gt_masks, dtype=bool)
             gt_class_ids = np.asarray(gt_class_ids, dtype=np.int32)
+            # Crowd regions (negative ids, COCO's iscrowd) are not objects to find, as in Matterport's targets.
+            gt_masks, gt_class_ids = gt_masks[..., gt_class_ids > 0], gt_class_ids[gt_class_ids > 0]
             gt_boxes = extract_bboxes(gt_masks)
             rois, class_ids, scores = np.asarray(r["rois"]), np.asarray(r["class_ids"]), np.asarray(r["scores"])
             masks = np.asarray(r["masks"], dtype=bool).reshape(image.shape[:2] + (len(class_ids),))
