@@ -1,8 +1,9 @@
 """The CPU demo and the learning benchmark: synthesize, train from scratch, evaluate, detect.
 
 `DemoConfig` is a CPU-sized LISC configuration (ResNet-18, 256 px, 64-channel FPN, few ROIs);
-`train_timed` trains it for a wall-clock budget while scoring a held-out set at intervals
-(`TimedEvaluation`), which gives the metric-against-minutes curve of `bench/learn_synth.py`;
+`train_epochs` trains it for a fixed number of seeded epochs while scoring a held-out set at fixed
+epochs (`HeldOutEvaluation`), which gives the metric-against-steps curve of `bench/learn_synth.py` (the
+same on any CPU up to thread nondeterminism; only the minutes differ);
 `run_demo` is `mrcnn-tf demo` end to end.
 """
 import json
@@ -50,6 +51,11 @@ class DemoConfig(LiscConfig):
     VALIDATION_STEPS = 1  # the held-out set is scored separately; one batch keeps val_loss for the curve
 
 
+# The demo's work: 8 epochs of 50 steps of 4 images, scored on the held-out set every 4 epochs.
+DEMO_EPOCHS = 8
+DEMO_SCORE_EVERY = 4
+
+
 def load_subset(dataset_dir, subset="all"):
     """A prepared `LiscDataset` of `dataset_dir`."""
     dataset = LiscDataset()
@@ -76,33 +82,35 @@ def copy_weights(source, target):
     return copied
 
 
-class TimedEvaluation(keras.callbacks.Callback):
-    """Scores a held-out set every `every_minutes` of training and stops after `budget_minutes`.
+class HeldOutEvaluation(keras.callbacks.Callback):
+    """Scores a held-out set at fixed epochs and reports the training time they took.
 
-    The clock counts training only (data loading, tracing and steps): time spent scoring is
-    subtracted, so the curve reads "metric after N minutes of training".
+    Training is defined by work (seeded epochs of STEPS_PER_EPOCH steps), not by a clock, so the same
+    command reaches the same model on a fast or a slow CPU; the minutes are only reported. After the
+    first epoch it prints an estimate of the time the remaining epochs will take on this machine.
 
     Args:
         mrcnn: the training `MaskRCNN`.
         val_dataset: prepared held-out dataset.
-        budget_minutes: stop training at the first epoch end past this.
-        every_minutes: score at the first epoch end past each multiple of this.
+        epochs: the epoch training stops after (cumulative).
+        score_every: score after every this many epochs, and always after the last one.
         echo: callable for one progress line per evaluation.
 
     Attributes:
-        curve: list of dicts (minutes, epoch, mAP50, AP, accuracy, loss).
+        curve: list of dicts (epoch, steps, minutes, mAP50, AP, accuracy, loss); minutes count
+            training only (data loading, tracing, steps), not the scoring.
         inference: the inference `MaskRCNN` holding the weights of the last evaluation.
         last_scores: the full `evaluate_dataset` result of the last evaluation.
     """
 
-    def __init__(self, mrcnn, val_dataset, budget_minutes, every_minutes=2.0, echo=print):
+    def __init__(self, mrcnn, val_dataset, epochs, score_every=4, echo=print):
         super().__init__()
         from mrcnn_tf.model import MaskRCNN
 
         self.mrcnn = mrcnn
         self.val_dataset = val_dataset
-        self.budget = float(budget_minutes) * 60
-        self.every = float(every_minutes) * 60
+        self.epochs = int(epochs)
+        self.score_every = max(1, int(score_every))
         self.echo = echo
         config = type(mrcnn.config).from_dict(mrcnn.config.to_dict())
         config.IMAGES_PER_GPU, config.GPU_COUNT = 1, 1
@@ -112,7 +120,7 @@ class TimedEvaluation(keras.callbacks.Callback):
         self.last_scores = None
         self._start = None
         self._paused = 0.0
-        self._next = self.every
+        self._first_epoch = None
 
     def training_seconds(self):
         return time.perf_counter() - self._start - self._paused
@@ -120,6 +128,7 @@ class TimedEvaluation(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self._start is None:
             self._start = time.perf_counter()
+            self._first_epoch = self.mrcnn.epoch
 
     def evaluate(self, epoch, logs=None):
         from mrcnn_tf.evaluation.evaluate import evaluate_dataset
@@ -128,35 +137,38 @@ class TimedEvaluation(keras.callbacks.Callback):
         minutes = self.training_seconds() / 60
         copy_weights(self.mrcnn.keras_model, self.inference.keras_model)
         scores = self.last_scores = evaluate_dataset(self.inference, self.val_dataset)
-        point = {"minutes": round(minutes, 2), "epoch": int(epoch), "mAP50": scores["mAP50"], "AP": scores["AP"],
+        point = {"epoch": int(epoch), "steps": int(epoch) * int(self.mrcnn.config.STEPS_PER_EPOCH),
+                 "minutes": round(minutes, 2), "mAP50": scores["mAP50"], "AP": scores["AP"],
                  "accuracy": scores["accuracy"], "loss": float((logs or {}).get("loss", float("nan")))}
         self.curve.append(point)
-        self.echo(f"  {minutes:5.1f} min  epoch {epoch:3d}  held-out mAP50 {_fmt(point['mAP50'])}  "
-                  f"COCO AP {_fmt(point['AP'])}  typing accuracy {_fmt(point['accuracy'])}  loss {point['loss']:.3f}")
+        self.echo(f"  epoch {epoch:3d} ({point['steps']} steps, {minutes:4.1f} min)  held-out mAP50 "
+                  f"{_fmt(point['mAP50'])}  COCO AP {_fmt(point['AP'])}  typing accuracy {_fmt(point['accuracy'])}  "
+                  f"loss {point['loss']:.3f}")
         self._paused += time.perf_counter() - began
         return point
 
     def on_epoch_end(self, epoch, logs=None):
-        elapsed = self.training_seconds()
-        done = elapsed >= self.budget
-        if elapsed >= self._next or done:
-            self.evaluate(epoch + 1, logs)
-            while self._next <= elapsed:
-                self._next += self.every
-        if done:
-            self.model.stop_training = True
+        done = epoch + 1
+        if done == self._first_epoch + 1 and done < self.epochs:
+            # The first epoch includes tracing the graph; later ones are a little faster.
+            seconds = self.training_seconds()
+            left = seconds * (self.epochs - done) / 60
+            self.echo(f"  epoch 1 took {seconds:.0f} s on this machine: about {left:.0f} more minutes of "
+                      f"training for the remaining {self.epochs - done} epochs")
+        if done % self.score_every == 0 or done >= self.epochs:
+            self.evaluate(done, logs)
 
 
 def _fmt(value):
     return "  n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
 
 
-def train_timed(config, train_dir, val_dir, logs_dir, minutes, every_minutes=2.0, seed=0, augment=True, echo=print):
-    """Train `config` from scratch on `train_dir` for `minutes`, scoring `val_dir` along the way.
+def train_epochs(config, train_dir, val_dir, logs_dir, epochs, score_every=4, seed=0, augment=True, echo=print):
+    """Train `config` from scratch on `train_dir` for `epochs` epochs, scoring `val_dir` along the way.
 
     Returns:
-        (mrcnn, timer): the training `MaskRCNN` (checkpoints in its log_dir) and the
-        `TimedEvaluation` (its curve, last scores and inference model).
+        (mrcnn, scorer): the training `MaskRCNN` (checkpoints in its log_dir) and the
+        `HeldOutEvaluation` (its curve, last scores and inference model).
     """
     from mrcnn_tf.data.augment import lisc_augmentation
     from mrcnn_tf.model import MaskRCNN
@@ -164,16 +176,15 @@ def train_timed(config, train_dir, val_dir, logs_dir, minutes, every_minutes=2.0
     keras.utils.set_random_seed(seed)
     train_set, val_set = load_subset(train_dir), load_subset(val_dir)
     mrcnn = MaskRCNN("training", config, str(logs_dir))
-    timer = TimedEvaluation(mrcnn, val_set, minutes, every_minutes, echo=echo)
-    # Epochs are short (STEPS_PER_EPOCH); the timer stops training when the budget is spent.
-    mrcnn.train(train_set, val_set, learning_rate=config.LEARNING_RATE, epochs=10_000, layers="all",
-                augmentation=lisc_augmentation() if augment else None, custom_callbacks=[timer], seed=seed,
+    scorer = HeldOutEvaluation(mrcnn, val_set, epochs, score_every, echo=echo)
+    mrcnn.train(train_set, val_set, learning_rate=config.LEARNING_RATE, epochs=epochs, layers="all",
+                augmentation=lisc_augmentation() if augment else None, custom_callbacks=[scorer], seed=seed,
                 verbose=0)
-    return mrcnn, timer
+    return mrcnn, scorer
 
 
 def save_curve(curve, path):
-    """Write the metric-against-minutes curve as JSON."""
+    """Write the held-out metric curve (per scored epoch) as JSON."""
     pathlib.Path(path).write_text(json.dumps(curve, indent=1))
     return path
 
@@ -205,17 +216,17 @@ def plot_losses(csv_path, png_path):
     return png_path
 
 
-def run_demo(output, minutes=8.0, per_class=60, mixt=20, heldout_per_class=8, heldout_mixt=4, seed=0,
-             every_minutes=4.0, config=None, echo=print):
+def run_demo(output, epochs=DEMO_EPOCHS, per_class=60, mixt=20, heldout_per_class=8, heldout_mixt=4, seed=0,
+             score_every=DEMO_SCORE_EVERY, config=None, echo=print):
     """`mrcnn-tf demo`: synthesize, train from scratch, evaluate on held-out images, detect.
 
     Args:
         output: folder for everything (created; must not hold an earlier demo).
-        minutes: training budget (wall clock, scoring excluded).
+        epochs: epochs of STEPS_PER_EPOCH steps to train (the work is fixed, the time is not).
         per_class, mixt: synthetic training images per type folder and mixed images.
         heldout_per_class, heldout_mixt: the same for the held-out set (another seed).
         seed: seed of data, weights and order.
-        every_minutes: score the held-out set this often during training.
+        score_every: score the held-out set after every this many epochs (and after the last).
         config: the configuration to train (default `DemoConfig()`).
         echo: callable for progress lines.
 
@@ -238,10 +249,11 @@ def run_demo(output, minutes=8.0, per_class=60, mixt=20, heldout_per_class=8, he
     write_lisc(train_dir, per_class, mixt=mixt, seed=1000 + seed)
     write_lisc(heldout_dir, heldout_per_class, mixt=heldout_mixt, seed=2000 + seed)
 
-    echo(f"[2/4] training for {minutes:g} minutes, scoring the held-out images every {every_minutes:g} minutes")
-    mrcnn, timer = train_timed(config, train_dir, heldout_dir, logs_dir, minutes, every_minutes, seed=seed,
-                               echo=echo)
-    curve = timer.curve
+    echo(f"[2/4] training for {epochs} epochs of {config.STEPS_PER_EPOCH} steps (batch {config.BATCH_SIZE}), "
+         f"scoring the held-out images every {score_every} epochs")
+    mrcnn, scorer = train_epochs(config, train_dir, heldout_dir, logs_dir, epochs, score_every, seed=seed,
+                                 echo=echo)
+    curve = scorer.curve
     log_dir = pathlib.Path(mrcnn.log_dir)
     checkpoints = sorted(log_dir.glob("mask_rcnn_*.weights.h5"))
     checkpoint = checkpoints[-1]
@@ -253,12 +265,12 @@ def run_demo(output, minutes=8.0, per_class=60, mixt=20, heldout_per_class=8, he
     save_curve(curve, output / "learning_curve.json")
     loss_png = plot_losses(log_dir / CSV_LOG_NAME, output / "loss_curve.png")
 
-    # The timer scored the final weights at the last epoch end (it always does when it stops
-    # training); load the checkpoint and score again only if training ended some other way.
+    # The scorer scored the final weights at the last epoch end (it always does); load the checkpoint
+    # and score again only if training ended some other way.
     echo(f"[3/4] held-out evaluation of {checkpoint.name}")
-    model, heldout = timer.inference, timer.val_dataset
-    if curve and curve[-1]["epoch"] == mrcnn.epoch and timer.last_scores is not None:
-        metrics = timer.last_scores
+    model, heldout = scorer.inference, scorer.val_dataset
+    if curve and curve[-1]["epoch"] == mrcnn.epoch and scorer.last_scores is not None:
+        metrics = scorer.last_scores
     else:
         model.load_weights(str(checkpoint), by_name=True, verbose=0)
         metrics = evaluate_dataset(model, heldout)

@@ -35,13 +35,15 @@ def test_run_demo_writes_every_artefact(tmp_path):
                          IMAGES_PER_GPU=2, TRAIN_BN=None, BN_STATS_BATCHES=1, STEPS_PER_EPOCH=1, VALIDATION_STEPS=1,
                          MEAN_PIXEL=np.array([220.7, 191.2, 193.0]), DETECTION_MIN_CONFIDENCE=0.0)
     lines = []
-    result = run_demo(tmp_path / "demo", minutes=0.01, per_class=1, mixt=1, heldout_per_class=1, heldout_mixt=0,
-                      every_minutes=0.01, config=config, echo=lines.append)
+    result = run_demo(tmp_path / "demo", epochs=2, per_class=1, mixt=1, heldout_per_class=1, heldout_mixt=0,
+                      score_every=2, config=config, echo=lines.append)
     out = tmp_path / "demo"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 5 and {"mAP50", "AP", "AP50", "AP75", "bbox_AP", "per_class", "accuracy"} <= set(metrics)
     curve = json.loads((out / "learning_curve.json").read_text())
-    assert curve and curve[-1]["epoch"] >= 1 and "mAP50" in curve[-1]
+    # Defined by work: exactly the requested epochs, scored at the fixed epochs, with the steps they took.
+    assert [(p["epoch"], p["steps"]) for p in curve] == [(2, 2)] and "mAP50" in curve[-1]
+    assert any(line.startswith("  epoch 1 took ") and "remaining 1 epochs" in line for line in lines)
     assert (out / "loss_curve.png").stat().st_size > 1000
     # Held-out files are all named 1.bmp in five folders: each overlay and count row carries its folder.
     assert sorted(p.name for p in (out / "detections").glob("*_overlay.png")) == [
