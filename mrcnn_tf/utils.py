@@ -1,9 +1,10 @@
 """Matterport's ``mrcnn.utils`` names, so ``from mrcnn_tf import utils`` is a drop-in replacement.
 
 Everything here is re-exported from where it lives: numpy box, anchor, mask and image operations
-from `mrcnn_tf.ops` (`box_refinement_graph` from its tf twins, `batch_slice` and `mold_mask` from
-`mrcnn_tf.ops.compat`; TensorFlow is imported only when a graph function is asked for), the `Dataset` base class from `mrcnn_tf.data.dataset`, the per-image AP family
-from `mrcnn_tf.evaluation.matching`, and the COCO weight download from `mrcnn_tf.weights`.
+from `mrcnn_tf.ops` (`batch_slice` and `mold_mask` from `mrcnn_tf.ops.compat`; `box_refinement_graph`
+from the tf twins, loaded with TensorFlow only when asked for), the `Dataset` base class from
+`mrcnn_tf.data.dataset`, the per-image AP family from `mrcnn_tf.evaluation.matching`, and the COCO
+weight download from `mrcnn_tf.weights`.
 """
 from mrcnn_tf.data.dataset import Dataset
 from mrcnn_tf.evaluation.matching import compute_ap, compute_ap_range, compute_matches, compute_recall

@@ -128,3 +128,13 @@ def test_mold_mask_follows_the_molded_image(rng, mode):
         utils.mold_mask(masks, tiny_config(IMAGE_RESIZE_MODE="crop", IMAGE_MIN_DIM=64))
     with pytest.raises(MrcnnError, match=r"\[H, W, N\]"):
         utils.mold_mask(masks[..., 0], config)
+
+
+def test_utils_imports_without_tensorflow():
+    """The graph helper is loaded on first use: `from mrcnn_tf import utils` alone stays TensorFlow-free."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mrcnn_tf import utils; assert 'tensorflow' not in sys.modules; "
+            "utils.box_refinement_graph; assert 'tensorflow' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

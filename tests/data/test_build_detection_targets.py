@@ -17,8 +17,8 @@ STD = np.array([0.1, 0.1, 0.2, 0.2])
 
 def make_config(rois=8, ratio=0.33, mini=True, classes=4, mask_shape=(8, 8)):
     attributes = dict(NAME="bdt", NUM_CLASSES=classes, TRAIN_ROIS_PER_IMAGE=rois, ROI_POSITIVE_RATIO=ratio,
-                      USE_MINI_MASK=mini, MINI_MASK_SHAPE=(12, 10), MASK_SHAPE=list(mask_shape), MASK_POOL_SIZE=mask_shape[0] // 2,
-                      IMAGE_MIN_DIM=SIZE, IMAGE_MAX_DIM=SIZE, BBOX_STD_DEV=STD)
+                      USE_MINI_MASK=mini, MINI_MASK_SHAPE=(12, 10), MASK_SHAPE=list(mask_shape),
+                      MASK_POOL_SIZE=mask_shape[0] // 2, IMAGE_MIN_DIM=SIZE, IMAGE_MAX_DIM=SIZE, BBOX_STD_DEV=STD)
     return type("BdtConfig", (Config,), attributes)()
 
 
