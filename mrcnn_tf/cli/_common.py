@@ -2,7 +2,8 @@
 
 `--weights last|PATH --logs DIR` becomes an inference `MaskRCNN` whose config is the JSON saved
 beside the checkpoint (falling back to `LiscConfig` defaults for foreign weight files), adjusted
-to one image per batch and by ``--set KEY=VALUE`` overrides.
+to one image per batch and by ``--set KEY=VALUE`` overrides. `load_dataset` reads ``--dataset DIR``
+(COCO or LISC layout) for train and evaluate.
 """
 import json
 import pathlib
@@ -66,6 +67,43 @@ def load_config(checkpoint, overrides=()):
     config.IMAGES_PER_GPU = 1
     config.refresh()
     return config.apply_overrides(list(overrides))
+
+
+LISC_SUBSETS = ("train", "val", "all")
+
+
+def load_dataset(dataset_dir, subset):
+    """The prepared dataset of ``--dataset DIR`` and ``--subset NAME``, COCO or LISC by the folder's layout.
+
+    A COCO layout (``DIR/annotations/``, ``DIR/images/``) loads ``annotations/instances_<subset>.json``
+    into a `CocoDataset`, any NAME allowed; anything else is read by `LiscDataset` (LISC or WBC layout),
+    whose subsets are the deterministic split's train, val and all. An empty LISC subset is left to
+    the command to report (the fix depends on it); an empty COCO one is an error here.
+
+    Raises:
+        DatasetError: bad folder, subset or file (one line naming it).
+    """
+    from mrcnn_tf.coco import CocoDataset, is_coco_layout
+    from mrcnn_tf.errors import DatasetError
+    from mrcnn_tf.lisc import LiscDataset, find_layout
+
+    if is_coco_layout(dataset_dir):
+        dataset = CocoDataset()
+        dataset.load_coco(dataset_dir, subset)
+        dataset.prepare()
+        if dataset.num_images == 0:
+            raise DatasetError(f"{pathlib.Path(dataset_dir) / 'annotations' / f'instances_{subset}.json'}: no image "
+                               "with an annotation; add annotations (or images) to this subset")
+        return dataset
+    if subset not in LISC_SUBSETS:
+        find_layout(dataset_dir)  # a missing or unknown folder is the first thing to fix
+        raise DatasetError(f"--subset {subset}: a LISC-layout folder ({dataset_dir}) has the subsets "
+                           f"{', '.join(LISC_SUBSETS)}; named subsets need a COCO layout "
+                           "(DIR/annotations/instances_<NAME>.json, DIR/images/)")
+    dataset = LiscDataset()
+    dataset.load_lisc(dataset_dir, subset)
+    dataset.prepare()
+    return dataset
 
 
 def resolve_checkpoint(weights, logs):

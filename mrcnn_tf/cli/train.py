@@ -1,8 +1,13 @@
-"""`mrcnn-tf train`: staged training on a LISC-layout dataset (DESIGN §2).
+"""`mrcnn-tf train`: staged training on a LISC- or COCO-layout dataset (DESIGN §2).
 
-    mrcnn-tf train --dataset DIR --weights coco|imagenet|last|none|PATH --logs DIR
+    mrcnn-tf train --dataset DIR --weights coco|imagenet|last|none|PATH --logs DIR [--config NAME]
                    [--schedule heads:20,all:40] [--later-lr-factor F] [--set KEY=VALUE ...]
                    [--seed N] [--no-augment]
+
+A LISC folder trains on the train part of its deterministic split and validates on the val part; a
+COCO folder (``DIR/annotations/instances_{train,val}.json``, images in ``DIR/images/``) trains on
+``instances_train.json`` and validates on ``instances_val.json``. ``--config NAME`` starts from a
+named preset (`mrcnn_tf.presets`: lisc, the default, or demo); ``--set`` applies on top.
 
 Stages run in order and their epochs are cumulative, as in Matterport (``heads:20,all:40`` trains
 the heads for 20 epochs, then everything for 20 more). Resuming (``--weights last`` or a checkpoint
@@ -18,6 +23,7 @@ import sys
 import click
 
 from mrcnn_tf.errors import ConfigError, MrcnnError
+from mrcnn_tf.presets import DEFAULT_PRESET, PRESETS
 
 STAGES = ("heads", "3+", "4+", "5+", "all")
 DEFAULT_SCHEDULE = "heads:20,all:40"  # Matterport's fine-tuning recipe (nucleus sample)
@@ -77,13 +83,20 @@ def _overridden(name, overrides):
     return any(o.split("=", 1)[0].strip().upper() == name for o in overrides)
 
 
-def _prepare_config(choice, overrides):
-    """LiscConfig (or the checkpoint's saved config) with --set applied; BN trains from scratch."""
-    from mrcnn_tf.lisc import LiscConfig
+def _prepare_config(choice, overrides, preset=None):
+    """The preset's config (LiscConfig by default), or the checkpoint's saved one, with --set applied.
 
+    From random weights BatchNorm is switched to train (unless --set says otherwise).
+    """
+    from mrcnn_tf.presets import DEFAULT_PRESET, config_class
+
+    preset_class = config_class(preset or DEFAULT_PRESET)  # an unknown name fails first, also when resuming
     config = _saved_config(choice.path) if choice.kind == "checkpoint" else None
     if config is None:
-        config = LiscConfig()
+        config = preset_class()
+    elif preset:
+        click.echo(f"Note: --config {preset} is not used: a resumed run keeps the config saved with its "
+                   "checkpoint (change settings with --set)", err=True)
     config.apply_overrides(list(overrides))
     if choice.kind == "none" and config.TRAIN_BN is False:
         if _overridden("TRAIN_BN", overrides):
@@ -123,14 +136,15 @@ def _load_start_weights(model, choice, config):
         click.echo(str(report))
 
 
-def _check_class_count(dataset, config, choice):
+def _check_class_count(dataset, config, choice, preset=None):
     """Refuse a config whose NUM_CLASSES is not the dataset's: class ids beyond it break training."""
     if dataset.num_classes == config.NUM_CLASSES:
         return
     from mrcnn_tf.checkpoints import config_path_for
+    from mrcnn_tf.presets import DEFAULT_PRESET
 
     source = (f"config {config_path_for(choice.path).name}" if choice.kind == "checkpoint"
-              and config_path_for(choice.path).is_file() else "--set or LiscConfig defaults")
+              and config_path_for(choice.path).is_file() else f"--set or the {preset or DEFAULT_PRESET} preset")
     raise ConfigError(f"NUM_CLASSES is {config.NUM_CLASSES} ({source}) but the dataset has {dataset.num_classes} "
                       f"classes ({', '.join(dataset.class_names)}): pass --set NUM_CLASSES={dataset.num_classes}")
 
@@ -155,11 +169,14 @@ def _interrupt_on_sigterm():
 @click.command("train")
 # No exists=True: the dataset loader's own message says what a dataset folder holds and how to make one.
 @click.option("--dataset", "dataset_dir", required=True, type=click.Path(file_okay=False),
-              help="LISC-layout (or WBC-layout) dataset folder; its deterministic train/val split is used.")
+              help="LISC-layout (or WBC-layout) folder, whose deterministic train/val split is used, or a COCO "
+                   "layout (annotations/instances_train.json and instances_val.json, images/).")
 @click.option("--weights", required=True, metavar="coco|imagenet|last|none|PATH",
               help="Start point: COCO or ImageNet weights, the newest checkpoint under --logs, random, or a file.")
 @click.option("--logs", default="logs", show_default=True, type=click.Path(file_okay=False),
               help="Folder for run folders (checkpoints, CSV and TensorBoard logs).")
+@click.option("--config", "preset", default=None, metavar="NAME",
+              help=f"Named config preset: {', '.join(PRESETS)} (default {DEFAULT_PRESET}); --set applies on top.")
 @click.option("--schedule", default=None, metavar="STAGE:EPOCHS[@LR],...",
               help=f"Stages in order with cumulative epochs; STAGE is one of {', '.join(STAGES)}. "
                    f"Default {DEFAULT_SCHEDULE} ({SCRATCH_SCHEDULE} with --weights none; a resumed run keeps its own).")
@@ -169,8 +186,8 @@ def _interrupt_on_sigterm():
               help="Change a config setting, e.g. --set IMAGES_PER_GPU=1 (repeatable).")
 @click.option("--seed", type=int, default=None, help="Seed for weights init, data order and augmentation.")
 @click.option("--no-augment", is_flag=True, help="Train without augmentation.")
-def train(dataset_dir, weights, logs, schedule, later_lr_factor, overrides, seed, no_augment):
-    """Train Mask R-CNN on a LISC-layout dataset in stages (heads, then all layers)."""
+def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrides, seed, no_augment):
+    """Train Mask R-CNN on a LISC- or COCO-layout dataset in stages (heads, then all layers)."""
     from mrcnn_tf import training
     from mrcnn_tf.checkpoints import WEIGHTS_KEYWORDS, atomic_write_text, list_checkpoints, resolve_weights
     from mrcnn_tf.weights import check_weights_file
@@ -178,7 +195,7 @@ def train(dataset_dir, weights, logs, schedule, later_lr_factor, overrides, seed
     choice = resolve_weights(weights, logs, accepted=WEIGHTS_KEYWORDS)
     if choice.path is not None:
         check_weights_file(choice.path)  # a damaged file fails before the dataset load and the (slow) model build
-    config = _prepare_config(choice, overrides)
+    config = _prepare_config(choice, overrides, preset)
     stages = parse_schedule(_schedule_text(schedule, choice), config.LEARNING_RATE, later_lr_factor)
     if choice.kind == "none" and stages[0][0] != "all":
         raise MrcnnError(f"--weights none with a {stages[0][0]!r} first stage: a backbone left at random weights "
@@ -186,27 +203,34 @@ def train(dataset_dir, weights, logs, schedule, later_lr_factor, overrides, seed
 
     import keras
 
+    from mrcnn_tf.cli._common import load_dataset
+    from mrcnn_tf.coco import coco_subsets, is_coco_layout
     from mrcnn_tf.data.augment import lisc_augmentation
-    from mrcnn_tf.lisc import LiscDataset
     from mrcnn_tf.model import MaskRCNN
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    if is_coco_layout(dataset_dir) and set(coco_subsets(dataset_dir)) >= {"train"} and \
+            "val" not in coco_subsets(dataset_dir):
+        raise MrcnnError(f"{pathlib.Path(dataset_dir) / 'annotations' / 'instances_val.json'}: not found; train "
+                         "validates on it: move some annotated images from instances_train.json into it")
     datasets = {}
     for subset in ("train", "val"):
-        datasets[subset] = LiscDataset()
-        datasets[subset].load_lisc(dataset_dir, subset)
-        datasets[subset].prepare()
+        datasets[subset] = load_dataset(dataset_dir, subset)
         if datasets[subset].num_images == 0:
             raise MrcnnError(f"{dataset_dir}: the {subset!r} part of the split is empty; add images "
                              "(at least 5 per type folder) or check the layout")
-    _check_class_count(datasets["train"], config, choice)
+    if datasets["val"].class_names != datasets["train"].class_names:
+        raise MrcnnError(f"{dataset_dir}: the val classes ({', '.join(datasets['val'].class_names[1:])}) are not "
+                         f"the train classes ({', '.join(datasets['train'].class_names[1:])}); give both "
+                         "annotation files the same categories")
+    _check_class_count(datasets["train"], config, choice, preset)
     _interrupt_on_sigterm()
     model = MaskRCNN(mode="training", config=config, model_dir=logs)
     _load_start_weights(model, choice, config)
     run_dir = training.claim_log_dir(model)
     text = ",".join(f"{layers}:{epochs}@{lr:g}" for layers, epochs, lr in stages)
-    atomic_write_text(run_dir / RUN_FILE, json.dumps({"schedule": text, "weights": str(weights),
+    atomic_write_text(run_dir / RUN_FILE, json.dumps({"schedule": text, "weights": str(weights), "config": preset,
                                                       "dataset": str(dataset_dir), "seed": seed}, indent=2))
     click.echo(f"Run folder: {run_dir} (starting after epoch {model.epoch}); schedule {text}")
     augmentation = None if no_augment else lisc_augmentation()

@@ -1,0 +1,47 @@
+"""Named configuration presets: ``mrcnn-tf train --config NAME`` instead of long ``--set`` lists.
+
+A preset is a `Config` subclass, registered by name as ``"module:ClassName"`` (imported only when
+chosen, so ``mrcnn-tf train --help`` stays fast). Adding one is one line in `PRESETS`::
+
+    "bccd": "mrcnn_tf.bccd:BccdConfig",
+
+``--set KEY=VALUE`` applies on top of the preset. The config saved beside each checkpoint holds
+every value, so evaluate, detect and export need no ``--config``.
+"""
+import importlib
+
+from mrcnn_tf.errors import ConfigError
+
+# name -> "module:ClassName" (or the class itself); the first entry is the default.
+PRESETS = {
+    "lisc": "mrcnn_tf.lisc:LiscConfig",  # the full LISC recipe: ResNet-50 FPN at 512 px
+    "demo": "mrcnn_tf.demo:DemoConfig",  # CPU-sized: ResNet-18 at 256 px, BatchNorm trained from scratch
+}
+DEFAULT_PRESET = "lisc"
+
+
+def preset_names():
+    """The registered preset names, in registry order."""
+    return tuple(PRESETS)
+
+
+def config_class(name):
+    """The Config subclass registered as `name` (case-insensitive).
+
+    Raises:
+        ConfigError: an unknown name (the message lists the known ones).
+    """
+    key = str(name).strip().lower()
+    if key not in PRESETS:
+        raise ConfigError(f"--config {name}: unknown preset; use one of {', '.join(PRESETS)} "
+                          "(change single settings with --set KEY=VALUE)")
+    target = PRESETS[key]
+    if isinstance(target, str):
+        module, _, attribute = target.partition(":")
+        target = getattr(importlib.import_module(module), attribute)
+    return target
+
+
+def make_config(name=DEFAULT_PRESET):
+    """A fresh instance of the preset `name`."""
+    return config_class(name)()
