@@ -95,6 +95,9 @@ class Config:
     # Widths of the RPN's shared 3x3 conv and of the mask head's four 3x3 convs and deconv (Matterport:
     # 512 and 256, fixed; COCO weights need those). On a CPU these two heads are most of a small
     # model's training step: DemoConfig narrows them (bench/RESULTS.md).
+    # > 0: repeat-factor sampling of training images (LVIS / detectron2): an image whose rarest class is in
+    # a share f < t of the images is shown about sqrt(t / f) times per pass (mrcnn_tf/data/sampling.py).
+    REPEAT_FACTOR_THRESHOLD = 0.0
     RPN_CONV_CHANNELS = 512
     MASK_HEAD_CHANNELS = 256
     XLA = False  # XLA auto-clustering during `train` (whole-graph jit_compile fails on NMS; see bench/RESULTS.md)
@@ -142,7 +145,7 @@ class Config:
                      "RPN_CONV_CHANNELS", "MASK_HEAD_CHANNELS"):
             positive_int(name)
         for name in ("RPN_NMS_THRESHOLD", "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD",
-                     "LEARNING_MOMENTUM"):
+                     "LEARNING_MOMENTUM", "REPEAT_FACTOR_THRESHOLD"):
             fraction(name)
         fraction("ROI_POSITIVE_RATIO", low_open=True)
         if self.NAME is not None and (not isinstance(self.NAME, str) or not self.NAME.strip()):

@@ -9,6 +9,7 @@ import math
 import keras
 import numpy as np
 
+from mrcnn_tf.data.sampling import RepeatFactorOrder, image_class_ids, repeat_factors
 from mrcnn_tf.data.targets import build_rpn_targets, generate_random_rois, load_image_gt
 from mrcnn_tf.errors import DatasetError
 from mrcnn_tf.ops.anchors import compute_backbone_shapes, generate_pyramid_anchors
@@ -81,6 +82,13 @@ class DataGenerator(keras.utils.PyDataset):
                                "dataset.prepare() after loading)")
         self.steps = int(steps) if steps else math.ceil(self.image_ids.size / self.batch_size)
         self._anchors = {}
+        # Class-balanced passes over the training images (Config.REPEAT_FACTOR_THRESHOLD > 0, shuffled only).
+        self._repeat_order = None
+        threshold = float(getattr(config, "REPEAT_FACTOR_THRESHOLD", 0.0) or 0.0)
+        if self.shuffle and threshold > 0:
+            factors = repeat_factors([image_class_ids(dataset, i) for i in self.image_ids], threshold)
+            self._repeat_order = RepeatFactorOrder(self.image_ids, factors, self.seed)
+            self.repeat_factors = factors
 
     # ------------------------------------------------------------------ PyDataset API
     def __len__(self):
@@ -113,6 +121,8 @@ class DataGenerator(keras.utils.PyDataset):
         """Internal image id at a position of the epoch's stream (passes over the dataset back to back)."""
         n = self.image_ids.size
         stream = self.epoch * self.steps * self.batch_size + position
+        if self._repeat_order is not None:
+            return self._repeat_order.image_at(stream)
         pass_index, offset = divmod(stream, n)
         if not self.shuffle:
             return int(self.image_ids[offset])
