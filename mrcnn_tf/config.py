@@ -98,6 +98,9 @@ class Config:
     # > 0: repeat-factor sampling of training images (LVIS / detectron2): an image whose rarest class is in
     # a share f < t of the images is shown about sqrt(t / f) times per pass (mrcnn_tf/data/sampling.py).
     REPEAT_FACTOR_THRESHOLD = 0.0
+    # Augmentation applied by `mrcnn-tf train`, the demo and the benchmarks: "lisc", "bccd" or "none"
+    # (mrcnn_tf/data/augment.py). `MaskRCNN.train` takes its `augmentation` argument as Matterport's did.
+    AUGMENTATION = "lisc"
     RPN_CONV_CHANNELS = 512
     MASK_HEAD_CHANNELS = 256
     XLA = False  # XLA auto-clustering during `train` (whole-graph jit_compile fails on NMS; see bench/RESULTS.md)
@@ -144,6 +147,8 @@ class Config:
                      "DETECTION_MAX_INSTANCES", "FPN_CLASSIF_FC_LAYERS_SIZE", "TOP_DOWN_PYRAMID_SIZE",
                      "RPN_CONV_CHANNELS", "MASK_HEAD_CHANNELS"):
             positive_int(name)
+        if self.AUGMENTATION not in ("lisc", "bccd", "none"):
+            fail("AUGMENTATION", "use lisc, bccd or none")
         for name in ("RPN_NMS_THRESHOLD", "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD",
                      "LEARNING_MOMENTUM", "REPEAT_FACTOR_THRESHOLD"):
             fraction(name)

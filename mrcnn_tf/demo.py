@@ -139,7 +139,8 @@ class HeldOutEvaluation(keras.callbacks.Callback):
         scores = self.last_scores = evaluate_dataset(self.inference, self.val_dataset)
         point = {"epoch": int(epoch), "steps": int(epoch) * int(self.mrcnn.config.STEPS_PER_EPOCH),
                  "minutes": round(minutes, 2), "mAP50": scores["mAP50"], "AP": scores["AP"],
-                 "accuracy": scores["accuracy"], "loss": float((logs or {}).get("loss", float("nan")))}
+                 "accuracy": scores["accuracy"], "loss": float((logs or {}).get("loss", float("nan"))),
+                 "per_class": scores.get("per_class"), "confusion_matrix": scores.get("confusion_matrix")}
         self.curve.append(point)
         self.echo(f"  epoch {epoch:3d} ({point['steps']} steps, {minutes:4.1f} min)  held-out mAP50 "
                   f"{_fmt(point['mAP50'])}  COCO AP {_fmt(point['AP'])}  typing accuracy {_fmt(point['accuracy'])}  "
@@ -163,29 +164,44 @@ def _fmt(value):
     return "  n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
 
 
-def train_epochs(config, train_dir, val_dir, logs_dir, epochs, score_every=4, seed=0, augment=True, echo=print):
-    """Train `config` from scratch on `train_dir` for `epochs` epochs, scoring `val_dir` along the way.
+def train_datasets(config, train_set, val_set, logs_dir, epochs, score_every=4, seed=0, augment=True, echo=print):
+    """Train `config` from scratch on a prepared dataset for `epochs` epochs, scoring `val_set` along the way.
+
+    Args:
+        config: the Config to train (its AUGMENTATION names the augmentation when `augment`).
+        train_set, val_set: prepared datasets (any `Dataset`: LISC, COCO, ...).
+        logs_dir: folder for the run folder (checkpoints, CSV log).
+        epochs, score_every: see `HeldOutEvaluation`.
+        seed: seed of weights, data order and augmentation.
+        augment: False trains without augmentation.
+        echo: callable for progress lines.
 
     Returns:
         (mrcnn, scorer): the training `MaskRCNN` (checkpoints in its log_dir) and the
         `HeldOutEvaluation` (its curve, last scores and inference model).
     """
-    from mrcnn_tf.data.augment import lisc_augmentation
+    from mrcnn_tf.data.augment import augmentation_for
     from mrcnn_tf.model import MaskRCNN
 
     keras.utils.set_random_seed(seed)
-    train_set, val_set = load_subset(train_dir), load_subset(val_dir)
     mrcnn = MaskRCNN("training", config, str(logs_dir))
     scorer = HeldOutEvaluation(mrcnn, val_set, epochs, score_every, echo=echo)
     mrcnn.train(train_set, val_set, learning_rate=config.LEARNING_RATE, epochs=epochs, layers="all",
-                augmentation=lisc_augmentation() if augment else None, custom_callbacks=[scorer], seed=seed,
+                augmentation=augmentation_for(config) if augment else None, custom_callbacks=[scorer], seed=seed,
                 verbose=0)
     return mrcnn, scorer
 
 
+def train_epochs(config, train_dir, val_dir, logs_dir, epochs, score_every=4, seed=0, augment=True, echo=print):
+    """`train_datasets` on two LISC-layout folders (all of each)."""
+    keras.utils.set_random_seed(seed)
+    train_set, val_set = load_subset(train_dir), load_subset(val_dir)
+    return train_datasets(config, train_set, val_set, logs_dir, epochs, score_every, seed, augment, echo)
+
+
 def save_curve(curve, path):
     """Write the held-out metric curve (per scored epoch) as JSON."""
-    pathlib.Path(path).write_text(json.dumps(curve, indent=1))
+    pathlib.Path(path).write_text(json.dumps(curve, indent=1, default=_json_default))
     return path
 
 

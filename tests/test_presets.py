@@ -18,8 +18,8 @@ def test_registered_presets_and_default():
 
 def test_unknown_preset_is_a_one_line_error_listing_the_names():
     with pytest.raises(ConfigError) as info:
-        presets.config_class("bccd")
-    assert str(info.value) == ("--config bccd: unknown preset; use one of lisc, demo "
+        presets.config_class("bcdd")
+    assert str(info.value) == ("--config bcdd: unknown preset; use one of lisc, demo, bccd "
                                "(change single settings with --set KEY=VALUE)")
 
 
@@ -43,4 +43,4 @@ def test_train_config_applies_the_preset_then_set():
     config = _prepare_config(SimpleNamespace(kind="coco", path=None), ["IMAGE_MAX_DIM=128", "IMAGE_MIN_DIM=128"], "demo")
     assert config.NAME == "demo" and config.BACKBONE == "resnet18" and config.IMAGE_MAX_DIM == 128
     help_text = CliRunner().invoke(train, ["--help"]).output
-    assert "--config NAME" in help_text and "lisc, demo (default lisc)" in " ".join(help_text.split())
+    assert "--config NAME" in help_text and "lisc, demo, bccd (default lisc)" in " ".join(help_text.split())

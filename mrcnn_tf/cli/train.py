@@ -205,7 +205,7 @@ def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrid
 
     from mrcnn_tf.cli._common import load_dataset
     from mrcnn_tf.coco import coco_subsets, is_coco_layout
-    from mrcnn_tf.data.augment import lisc_augmentation
+    from mrcnn_tf.data.augment import augmentation_for
     from mrcnn_tf.model import MaskRCNN
 
     if seed is not None:
@@ -233,7 +233,7 @@ def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrid
     atomic_write_text(run_dir / RUN_FILE, json.dumps({"schedule": text, "weights": str(weights), "config": preset,
                                                       "dataset": str(dataset_dir), "seed": seed}, indent=2))
     click.echo(f"Run folder: {run_dir} (starting after epoch {model.epoch}); schedule {text}")
-    augmentation = None if no_augment else lisc_augmentation()
+    augmentation = None if no_augment else augmentation_for(config)
     verbose = 1 if sys.stdout.isatty() else 2
     for layers, epochs, lr in stages:
         if model.epoch >= epochs:

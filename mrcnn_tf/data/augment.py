@@ -76,3 +76,29 @@ def lisc_augmentation():
         iaa.Sometimes(0.5, iaa.Multiply((0.85, 1.15), per_channel=0.5)),
         iaa.Sometimes(0.2, iaa.GaussianBlur(sigma=(0.0, 1.0))),
     ])
+
+
+def bccd_augmentation():
+    """`lisc_augmentation` plus contrast, for real smear photographs (BCCD-WBC's recipe).
+
+    No hue shift: an Eosinophil differs from a Neutrophil mostly by the colour of its granules.
+    """
+    import imgaug.augmenters as iaa
+
+    return iaa.Sequential([
+        iaa.Fliplr(0.5),
+        iaa.Flipud(0.5),
+        iaa.OneOf([iaa.Affine(rotate=0), iaa.Affine(rotate=90), iaa.Affine(rotate=180), iaa.Affine(rotate=270)]),
+        iaa.Sometimes(0.5, iaa.Multiply((0.85, 1.15), per_channel=0.5)),
+        iaa.Sometimes(0.3, iaa.LinearContrast((0.8, 1.2))),
+        iaa.Sometimes(0.2, iaa.GaussianBlur(sigma=(0.0, 1.0))),
+    ])
+
+
+# Config.AUGMENTATION -> the augmentation `mrcnn-tf train` and the benchmarks apply ("none": no augmentation).
+AUGMENTATIONS = {"lisc": lisc_augmentation, "bccd": bccd_augmentation, "none": lambda: None}
+
+
+def augmentation_for(config):
+    """The imgaug augmenter named by `config.AUGMENTATION` (None for "none")."""
+    return AUGMENTATIONS[getattr(config, "AUGMENTATION", "lisc")]()

@@ -1,0 +1,90 @@
+"""Learning benchmark on real smears: BCCD-WBC train -> scored on BCCD-WBC val at fixed step counts.
+
+    python bench/learn_bccd.py --epochs 10 --every 2 --out bench/out/bccd
+    python bench/learn_bccd.py --set REPEAT_FACTOR_THRESHOLD=0 --out bench/out/bccd_no_rfs
+
+Trains `BccdConfig` (`mrcnn-tf train --config bccd`, changed by --set) from random weights on the 227
+training fields of ../shared/data/bccd-wbc (or --data) and scores the 57 validation fields after every
+--every epochs: Matterport's mask mAP50, COCO segm AP, typing accuracy, per-type AP50 and the type
+confusion matrix, against steps (seeded work: the same curve on any CPU up to thread nondeterminism) and
+training minutes on this machine (scoring excluded). The curve is saved as JSON in --out.
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "bccd-wbc"
+
+
+def load(data, subset):
+    from mrcnn_tf.coco import CocoDataset
+
+    dataset = CocoDataset()
+    dataset.load_coco(str(data), subset)
+    dataset.prepare()
+    return dataset
+
+
+def confusion_lines(confusion):
+    """Rows: true type; columns: the detected type of its best-matching detection, or missed."""
+    labels, rows = confusion["labels"], confusion["rows"]  # labels: the types, then "missed"
+    width = max(len(label) for label in labels) + 2
+    lines = ["true \\ detected".ljust(width) + "".join(label[:10].rjust(11) for label in labels)]
+    lines += [label.ljust(width) + "".join(f"{n:11d}" for n in row) for label, row in zip(labels[:-1], rows)]
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="a COCO-layout folder with train and val")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of STEPS_PER_EPOCH steps")
+    parser.add_argument("--every", type=int, default=2, help="score the validation fields every N epochs")
+    parser.add_argument("--config", default="bccd", help="preset name (mrcnn_tf/presets.py)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE config override")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--out", default="bench/out/bccd")
+    args = parser.parse_args(argv)
+
+    from mrcnn_tf.demo import save_curve, train_datasets
+    from mrcnn_tf.presets import make_config
+
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = make_config(args.config).apply_overrides(args.overrides)
+    train_set, val_set = load(args.data, "train"), load(args.data, "val")
+    print(f"bench/learn_bccd.py {time.strftime('%Y-%m-%d %H:%M')}  cmd=python {' '.join(sys.argv)}")
+    print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; config {args.config} {args.overrides or ''}; "
+          f"{train_set.num_images} training / {val_set.num_images} validation fields")
+    started = time.time()
+    _, scorer = train_datasets(config, train_set, val_set, out / "logs", args.epochs, args.every, seed=args.seed,
+                               augment=not args.no_augment)
+    curve = scorer.curve
+    save_curve(curve, out / "curve.json")
+    types = [name for name in train_set.class_names[1:]]
+    print("\n| epoch | steps | training minutes (here) | mask mAP50 | COCO segm AP | typing accuracy | "
+          + " | ".join(f"{t} AP50" for t in types) + " |")
+    print("|" + "---|" * (6 + len(types)))
+    for p in curve:
+        per_class = p.get("per_class") or {}
+        cells = " | ".join("n/a" if per_class.get(t) is None else f"{per_class[t]:.2f}" for t in types)
+        print(f"| {p['epoch']} | {p['steps']} | {p['minutes']:.1f} | {p['mAP50']:.3f} | {p['AP']:.3f} | "
+              f"{p['accuracy']:.3f} | {cells} |")
+    if curve and curve[-1].get("confusion_matrix"):
+        print("\ntype confusion at the last point (rows: true type, columns: detected type or missed):")
+        print("\n".join(confusion_lines(curve[-1]["confusion_matrix"])))
+    final = curve[-1] if curve else {}
+    print(f"\nSUMMARY learn_bccd {time.strftime('%Y-%m-%d')} {args.config} {' '.join(args.overrides)}: "
+          f"{final.get('steps')} steps, mAP50 {final.get('mAP50', float('nan')):.3f}, accuracy "
+          f"{final.get('accuracy', float('nan')):.3f}, {final.get('minutes', float('nan')):.1f} training min; "
+          f"wall {(time.time() - started) / 60:.1f} min, load {os.getloadavg()[0]:.1f}")
+    (out / "summary.json").write_text(json.dumps({"args": vars(args), "curve": curve}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
