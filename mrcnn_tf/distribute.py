@@ -13,13 +13,29 @@ so themselves.
 
     with precision_policy(config), strategy_scope(config):
         model = keras.Model(...)
+
+Several machines: when ``TF_CONFIG`` names a cluster of more than one worker, the training model is
+built under `tf.distribute.MultiWorkerMirroredStrategy` (created once per process, see
+`multi_worker_strategy`). `GPU_COUNT` stays the number of GPUs of one worker, so ``BATCH_SIZE`` is one
+worker's batch and the global batch is ``BATCH_SIZE x workers`` (docs/multi_gpu.md).
 """
 import contextlib
+import json
+import os
 
 import keras
 import tensorflow as tf
 
 from mrcnn_tf.errors import ConfigError
+
+# Seconds a collective (gradient all-reduce, loss reduction) may wait for the other workers before it
+# fails with DeadlineExceededError; 0 waits forever. A killed worker is found sooner by TensorFlow's
+# coordination-service heartbeats (about 10 s); this bounds the wait for a worker that hangs.
+COLLECTIVE_TIMEOUT_ENV = "MRCNN_COLLECTIVE_TIMEOUT"
+DEFAULT_COLLECTIVE_TIMEOUT = 1800.0
+_TF_CONFIG_EXAMPLE = ('\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                      '"task": {"type": "worker", "index": 0}}\'')
+_MULTI_WORKER = {}  # {"strategy": the process's one MultiWorkerMirroredStrategy}, once created
 
 POLICIES = {False: "float32", True: "mixed_float16", "mixed_float16": "mixed_float16",
             "mixed_bfloat16": "mixed_bfloat16"}
@@ -69,23 +85,156 @@ def replica_devices(config):
                       f"{count} GPUs")
 
 
+# ---------------------------------------------------------------------- several workers (TF_CONFIG)
+def cluster_tasks(environ=None):
+    """The training tasks that ``TF_CONFIG`` names, in TensorFlow's worker order, and this task.
+
+    TensorFlow numbers the tasks of a cluster chief first (the ``chief`` job, if any), then the
+    ``worker`` job; task 0 in that order is the chief, which writes checkpoints and logs.
+
+    Returns:
+        ``(tasks, index)``: a list of ``(job, task_index, address)`` and this process's position in
+        it, or None when TF_CONFIG is unset or names a single task.
+
+    Raises:
+        ConfigError: TF_CONFIG is not JSON, has no cluster, or its task is not one of the cluster's.
+    """
+    text = (os.environ if environ is None else environ).get("TF_CONFIG", "").strip()
+    if not text:
+        return None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({exc.msg} at character {exc.pos}): set it to "
+                          f"{_TF_CONFIG_EXAMPLE} with this machine's index") from None
+    cluster = values.get("cluster") if isinstance(values, dict) else None
+    if not isinstance(cluster, dict) or not any(isinstance(cluster.get(j), list) for j in ("chief", "worker")):
+        raise ConfigError(f"TF_CONFIG = {text!r} has no \"cluster\" with a \"worker\" list: set it to "
+                          f"{_TF_CONFIG_EXAMPLE}")
+    if cluster.get("ps"):
+        raise ConfigError("TF_CONFIG names \"ps\" tasks (parameter servers): mrcnn_tf trains with "
+                          "MultiWorkerMirroredStrategy; list every machine under \"worker\" instead")
+    tasks = [(job, i, str(address)) for job in ("chief", "worker") for i, address in enumerate(cluster.get(job) or [])]
+    if len(tasks) <= 1:
+        return None
+    task = values.get("task") or {}
+    key = (task.get("type"), task.get("index"))
+    index = next((n for n, (job, i, _) in enumerate(tasks) if (job, i) == key), None)
+    if index is None:
+        raise ConfigError(f"TF_CONFIG task {json.dumps(task)} is not in its cluster {json.dumps(cluster)}: give each "
+                          "machine its own \"task\": {\"type\": \"worker\", \"index\": N} with N from 0 to "
+                          f"{len(tasks) - 1}")
+    return tasks, index
+
+
+def collective_timeout(environ=None):
+    """Seconds a collective may wait for the other workers (`COLLECTIVE_TIMEOUT_ENV`; 0: no limit)."""
+    text = (os.environ if environ is None else environ).get(COLLECTIVE_TIMEOUT_ENV, "")
+    try:
+        value = float(text) if text.strip() else DEFAULT_COLLECTIVE_TIMEOUT
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"{COLLECTIVE_TIMEOUT_ENV}={text!r} is invalid: give seconds (e.g. 1800), or 0 to wait "
+                          "without limit")
+    return value
+
+
+def multi_worker_strategy():
+    """This process's `MultiWorkerMirroredStrategy` from TF_CONFIG, created on the first call.
+
+    TensorFlow allows one per process, created before anything else runs TensorFlow ops; call this
+    at the top of a script when other TensorFlow work comes before the model. It blocks until
+    every worker of the cluster has started. Collectives time out after `collective_timeout()` s.
+
+    Raises:
+        ConfigError: TF_CONFIG names no cluster, or TensorFlow started before this call.
+    """
+    if "strategy" in _MULTI_WORKER:
+        return _MULTI_WORKER["strategy"]
+    found = cluster_tasks()
+    if found is None:
+        raise ConfigError("multi-worker training needs TF_CONFIG with a cluster of 2 or more workers, e.g. "
+                          f"TF_CONFIG={_TF_CONFIG_EXAMPLE}")
+    timeout = collective_timeout()
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout or None)
+    tasks, index = found
+    print(f"Worker {index} of {len(tasks)} ({tasks[index][2]}): waiting for the other workers to join", flush=True)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except (RuntimeError, ValueError) as exc:
+        if "program startup" not in str(exc) and "already configured" not in str(exc):
+            raise
+        raise ConfigError("TF_CONFIG asks for multi-worker training but TensorFlow was already running when the "
+                          "strategy was created: call mrcnn_tf.distribute.multi_worker_strategy() at the top of "
+                          "the script, before other TensorFlow work") from None
+    _MULTI_WORKER["strategy"] = strategy
+    return strategy
+
+
+def worker_count(strategy):
+    """Number of workers (machines) `strategy` spans: 1 unless it is a multi-worker strategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(spec.get(job) or []) for job in ("chief", "worker")))
+
+
+def worker_index(strategy):
+    """This worker's position in TensorFlow's order (chief job first); 0 is the chief."""
+    if worker_count(strategy) <= 1:
+        return 0
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec().as_dict()
+    chiefs = len(spec.get("chief") or [])
+    return int(resolver.task_id) + (chiefs if resolver.task_type == "worker" else 0)
+
+
+def is_chief(strategy):
+    """Whether this worker writes checkpoints and logs (always, for one worker)."""
+    return strategy is None or worker_count(strategy) <= 1 or bool(strategy.extended.should_checkpoint)
+
+
+def worker_addresses(strategy):
+    """``["host:port", ...]`` of the workers, in `worker_index` order (empty for one worker)."""
+    if worker_count(strategy) <= 1:
+        return []
+    spec = strategy.cluster_resolver.cluster_spec().as_dict()
+    return [str(a) for job in ("chief", "worker") for a in (spec.get(job) or [])]
+
+
+def _check_replicas(strategy, config, where):
+    workers = worker_count(strategy)
+    local = strategy.num_replicas_in_sync // workers
+    if local == int(config.GPU_COUNT):
+        return strategy
+    if workers > 1:
+        raise ConfigError(f"Config.GPU_COUNT = {config.GPU_COUNT} but {where} trains on {local} device(s) per worker "
+                          f"({workers} workers, {strategy.num_replicas_in_sync} replicas): set GPU_COUNT to {local} "
+                          "(the GPUs of one worker; the global batch is BATCH_SIZE x workers), or limit the GPUs "
+                          "with CUDA_VISIBLE_DEVICES")
+    raise ConfigError(f"Config.GPU_COUNT = {config.GPU_COUNT} but {where} has {strategy.num_replicas_in_sync} "
+                      f"replicas: set GPU_COUNT to {strategy.num_replicas_in_sync}")
+
+
 def build_strategy(config):
     """The tf.distribute strategy the training model is built under.
 
     Returns:
-        The strategy already in scope when there is one (its replica count must equal GPU_COUNT),
-        a new `MirroredStrategy` over `replica_devices(config)` when GPU_COUNT > 1, else None.
+        The strategy already in scope when there is one; this process's `multi_worker_strategy()`
+        when TF_CONFIG names several workers; a new `MirroredStrategy` over
+        `replica_devices(config)` when GPU_COUNT > 1; else None. Each worker's replica count must
+        equal GPU_COUNT.
 
     Raises:
-        ConfigError: too few devices, or an outer strategy with another replica count.
+        ConfigError: too few devices, a replica count other than GPU_COUNT, or a bad TF_CONFIG.
     """
     if tf.distribute.has_strategy():
         strategy = tf.distribute.get_strategy()
-        if strategy.num_replicas_in_sync != int(config.GPU_COUNT):
-            raise ConfigError(f"Config.GPU_COUNT = {config.GPU_COUNT} but the active {type(strategy).__name__} "
-                              f"has {strategy.num_replicas_in_sync} replicas: set GPU_COUNT to "
-                              f"{strategy.num_replicas_in_sync} (all workers' GPUs together)")
-        return strategy
+        return _check_replicas(strategy, config, f"the active {type(strategy).__name__}")
+    if cluster_tasks() is not None:
+        return _check_replicas(multi_worker_strategy(), config, "MultiWorkerMirroredStrategy (from TF_CONFIG)")
     devices = replica_devices(config)
     if devices is None:
         return None

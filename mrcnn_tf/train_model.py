@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from mrcnn_tf import losses as L
 from mrcnn_tf.config import LOSS_NAMES
+from mrcnn_tf.distribute import worker_count
 from mrcnn_tf.errors import ConfigError
 
 # Graph-contract order of the training inputs (Matterport's order).
@@ -128,6 +129,11 @@ class MaskRCNNTrainModel(keras.Model):
         # Keras divides each replica's loss by the replica count so that summed gradients average.
         return _scale_for_replicas(total)
 
+    def train_step(self, data):
+        return _reducible_across_workers(super().train_step(data))
+
+    def test_step(self, data):
+        return _reducible_across_workers(super().test_step(data))
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Keras' build-before-fit under a strategy, with one replica's slice as the sample batch.
@@ -146,6 +152,19 @@ class MaskRCNNTrainModel(keras.Model):
                 break
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def _reducible_across_workers(logs):
+    """The step's logs, shaped so that Keras can average them over the replicas of several workers.
+
+    Keras 3.15 reduces multi-worker logs with ``strategy.reduce("MEAN", value, axis=0)``, which fails
+    on scalars ("Invalid reduction dimension 0 for input with 0 dimensions"); as [1] vectors each is
+    averaged over all replicas and comes back a scalar. One worker: unchanged.
+    """
+    if worker_count(tf.distribute.get_strategy()) <= 1:
+        return logs
+    return {name: tf.reshape(value, [1]) if tf.is_tensor(value) and value.shape.rank == 0 else value
+            for name, value in logs.items()}
 
 
 def _scale_for_replicas(loss):

@@ -16,8 +16,10 @@ import re
 import keras
 import numpy as np
 
-from mrcnn_tf import checkpoints
+from mrcnn_tf import checkpoints, multi_worker
 from mrcnn_tf.errors import ConfigError, MrcnnError
+# The optimizers live in their own module; `training.build_optimizer` stays their public path.
+from mrcnn_tf.optimizers import ReplicaSumClipAdam, ReplicaSumClipSGD, build_optimizer  # noqa: F401
 
 # Matterport's layer groups (regexes matched in full against layer names).
 _HEADS = r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)"
@@ -86,63 +88,6 @@ def set_trainable(keras_model, layer_regex, indent=0, verbose=1):
             if verbose > 0:
                 print(f"{' ' * indent}{layer.name:20}   ({layer.__class__.__name__})")
     return trainable_names
-
-
-def _replicas():
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-class _ReplicaSumClip:
-    """Mixin: `global_clipnorm` clips the gradient summed over replicas (GPU_COUNT > 1).
-
-    Keras 3.15 clips each replica's gradients before the all-reduce, so with N replicas a clipped
-    step is up to N times longer than on one device. Matterport's ParallelModel had one optimizer on
-    the merged towers; this keeps its meaning: clip after the sum. One device: the plain optimizer.
-    """
-
-    def _clip_gradients(self, grads):
-        if self.global_clipnorm and _replicas() > 1:
-            return grads  # clipped in _all_reduce_sum_gradients, after the sum
-        return super()._clip_gradients(grads)
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        reduced = super()._all_reduce_sum_gradients(grads_and_vars)
-        if not self.global_clipnorm or _replicas() <= 1:
-            return reduced
-        import tensorflow as tf
-
-        present = [i for i, (g, _) in enumerate(reduced) if g is not None]
-        clipped, _ = tf.clip_by_global_norm([reduced[i][0] for i in present], self.global_clipnorm)
-        reduced = list(reduced)
-        for i, g in zip(present, clipped):
-            reduced[i] = (g, reduced[i][1])
-        return reduced
-
-
-@keras.saving.register_keras_serializable(package="mrcnn_tf")
-class ReplicaSumClipSGD(_ReplicaSumClip, keras.optimizers.SGD):
-    """keras.optimizers.SGD with `_ReplicaSumClip` (Matterport's optimizer)."""
-
-
-@keras.saving.register_keras_serializable(package="mrcnn_tf")
-class ReplicaSumClipAdam(_ReplicaSumClip, keras.optimizers.Adam):
-    """keras.optimizers.Adam with `_ReplicaSumClip` (Config.OPTIMIZER = "adam")."""
-
-
-def build_optimizer(learning_rate, momentum, clip_norm, name="sgd"):
-    """The training optimizer; `clip_norm` scales all gradients by their global norm (Matterport's
-    Keras-2.0.8 ``clipnorm``; over all replicas together), None or 0 disables clipping.
-
-    Args:
-        name: "sgd" (Matterport: SGD with `momentum`) or "adam" (Adam, beta_1 0.9; `momentum` unused),
-            which trains a network from random weights several times faster (bench/RESULTS.md).
-    """
-    clip = clip_norm if clip_norm else None
-    if str(name).lower() == "adam":
-        return ReplicaSumClipAdam(learning_rate=learning_rate, global_clipnorm=clip)
-    return ReplicaSumClipSGD(learning_rate=learning_rate, momentum=momentum, global_clipnorm=clip)
 
 
 # ---------------------------------------------------------------------- callbacks
@@ -250,6 +195,13 @@ def _checkpoint_path_function(mrcnn, log_dir):
     return lambda epoch: log_dir / checkpoints.checkpoint_name(name, epoch)
 
 
+def writes_run_files(mrcnn):
+    """Whether this process writes into the run folder: yes, except on a multi-worker run's non-chief."""
+    from mrcnn_tf.distribute import is_chief
+
+    return is_chief(getattr(mrcnn.keras_model, "_distribute_strategy", None))
+
+
 def claim_log_dir(mrcnn):
     """Create this run's log folder and return it; a new run never writes into another run's folder.
 
@@ -333,56 +285,93 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
     regex = layer_regex(layers)
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
-    log_dir = claim_log_dir(mrcnn)
-    checkpoints.remove_stale_temporaries(log_dir)
-    path_for_epoch = _checkpoint_path_function(mrcnn, log_dir)
-
+    keras_model = mrcnn.keras_model
+    # GPU_COUNT > 1 or TF_CONFIG: the strategy the model was built under (None: one device).
+    strategy = getattr(keras_model, "_distribute_strategy", None)
+    seed = multi_worker.agreed_seed(strategy, seed)
     train_gen, val_gen = _data_generators(mrcnn, train_dataset, val_dataset, augmentation,
                                           no_augmentation_sources, seed, workers)
-    if verbose:
-        print(f"\nStarting at epoch {mrcnn.epoch}. LR={learning_rate}\n")
-        print(f"Checkpoint Path: {path_for_epoch(mrcnn.epoch + 1)}")
-    set_trainable(mrcnn.keras_model, regex, verbose=verbose)
-    keras_model = mrcnn.keras_model
-    keras_model.configure_losses(config)
-    # Under GPU_COUNT > 1 the optimizer's variables must be mirrored like the model's.
-    with keras_model.distribute_strategy.scope():
-        # Never jit_compile the whole step: NMS and the data-dependent tf.where of the proposal /
-        # target layers have no XLA kernels ("Detected unsupported operations", bench/RESULTS.md).
-        # XLA=True instead lets TF auto-cluster the compilable parts (see `xla_autoclustering`).
-        keras_model.compile(optimizer=build_optimizer(learning_rate, config.LEARNING_MOMENTUM,
-                                                      config.GRADIENT_CLIP_NORM, config.OPTIMIZER),
-                            jit_compile=False)
-    callbacks = default_callbacks(mrcnn, log_dir, path_for_epoch, verbose) + list(custom_callbacks or [])
-    if config.BN_STATS_BATCHES:
-        from mrcnn_tf.data.pipeline import DataGenerator
-        from mrcnn_tf.precise_bn import PreciseBatchNorm
+    # Several workers: only the chief writes into the run folder; the others into a scratch folder.
+    with multi_worker.writable_log_dir(strategy, lambda: _claim_clean_log_dir(mrcnn)) as log_dir:
+        path_for_epoch = _checkpoint_path_function(mrcnn, log_dir)
+        if verbose:
+            print(f"\nStarting at epoch {mrcnn.epoch}. LR={learning_rate}\n")
+            print(f"Checkpoint Path: {path_for_epoch(mrcnn.epoch + 1)}")
+        set_trainable(keras_model, regex, verbose=verbose)
+        keras_model.configure_losses(config)
+        # Under a strategy the optimizer's variables must be mirrored like the model's.
+        with keras_model.distribute_strategy.scope():
+            # Never jit_compile the whole step: NMS and the data-dependent tf.where of the proposal /
+            # target layers have no XLA kernels ("Detected unsupported operations", bench/RESULTS.md).
+            # XLA=True instead lets TF auto-cluster the compilable parts (see `xla_autoclustering`).
+            keras_model.compile(optimizer=build_optimizer(learning_rate, config.LEARNING_MOMENTUM,
+                                                          config.GRADIENT_CLIP_NORM, config.OPTIMIZER),
+                                jit_compile=False)
+        callbacks = default_callbacks(mrcnn, log_dir, path_for_epoch, verbose) + list(custom_callbacks or [])
+        if config.BN_STATS_BATCHES:
+            # After the NaN guard, before the checkpoint: checkpoints hold the recomputed statistics.
+            callbacks.insert(1, _precise_bn_callback(train_dataset, config, train_gen, augmentation,
+                                                     no_augmentation_sources))
+        train_data, val_data = _fit_inputs(strategy, config, train_gen, val_gen, mrcnn.epoch, workers)
+        multi_worker.check_same_start(strategy, mrcnn.epoch, train_gen.seed, keras_model)
+        start = mrcnn.epoch
+        last_saved = next(c for c in callbacks if isinstance(c, EpochCheckpoint))
+        try:
+            with xla_autoclustering(bool(getattr(config, "XLA", False))), \
+                    multi_worker.lost_worker_errors(strategy, mrcnn, lambda: last_saved.last_saved):
+                return keras_model.fit(train_data, initial_epoch=start, epochs=max(int(epochs), start),
+                                       steps_per_epoch=config.STEPS_PER_EPOCH, callbacks=callbacks,
+                                       validation_data=val_data, validation_steps=config.VALIDATION_STEPS,
+                                       shuffle=False, verbose=verbose)
+        except _NonFiniteLoss as exc:
+            raise _diverged_error(mrcnn, last_saved.last_saved, log_dir, exc) from None
 
-        # After the NaN guard, before the checkpoint: checkpoints hold the recomputed statistics.
-        bn_batches = DataGenerator(train_dataset, config, shuffle=True, augmentation=augmentation,
-                                   steps=config.BN_STATS_BATCHES, seed=train_gen.seed + 2,
-                                   random_rois=train_gen.random_rois,
-                                   no_augmentation_sources=no_augmentation_sources)
-        callbacks.insert(1, PreciseBatchNorm(bn_batches, config.BN_STATS_BATCHES))
-    start = mrcnn.epoch
-    try:
-        with xla_autoclustering(bool(getattr(config, "XLA", False))):
-            return keras_model.fit(train_gen, initial_epoch=start, epochs=max(int(epochs), start),
-                                   steps_per_epoch=config.STEPS_PER_EPOCH, callbacks=callbacks,
-                                   validation_data=val_gen, validation_steps=config.VALIDATION_STEPS,
-                                   shuffle=False, verbose=verbose)
-    except _NonFiniteLoss as exc:
-        last = next(c for c in callbacks if isinstance(c, EpochCheckpoint)).last_saved
-        if last is None:
-            earlier = checkpoints.list_checkpoints(log_dir)
-            last = earlier[-1] if earlier else None
-        if last is not None:
-            # The in-memory weights are NaN now; put the last good ones back for notebook users.
-            checkpoints.load_model_weights(keras_model, last)
-            mrcnn.epoch = checkpoints.checkpoint_epoch(last) or mrcnn.epoch
-        kept = (f"the model holds the last good checkpoint again: {last}" if last
-                else "no checkpoint was written in this run")
-        values = ", ".join(f"{k}={v}" for k, v in exc.logs.items())
-        raise TrainingDivergedError(
-            f"training stopped: non-finite loss ({values}) at {exc.where}; {kept}; lower the learning "
-            "rate (--set LEARNING_RATE=...), check the data, or set TRAIN_BN when starting from scratch") from None
+
+def _claim_clean_log_dir(mrcnn):
+    log_dir = claim_log_dir(mrcnn)
+    checkpoints.remove_stale_temporaries(log_dir)
+    return log_dir
+
+
+def _precise_bn_callback(train_dataset, config, train_gen, augmentation, no_augmentation_sources):
+    """`PreciseBatchNorm` over BN_STATS_BATCHES batches of IMAGES_PER_GPU training images.
+
+    Batches of one replica's size: the statistics each replica normalizes with in training (also on
+    one device, where BATCH_SIZE = IMAGES_PER_GPU), and the same batches on every worker, so all
+    workers hold the same statistics without communicating.
+    """
+    from mrcnn_tf.data.pipeline import DataGenerator
+    from mrcnn_tf.precise_bn import PreciseBatchNorm
+
+    bn_batches = DataGenerator(train_dataset, config, shuffle=True, augmentation=augmentation,
+                               batch_size=config.IMAGES_PER_GPU, steps=config.BN_STATS_BATCHES,
+                               seed=train_gen.seed + 2, random_rois=train_gen.random_rois,
+                               no_augmentation_sources=no_augmentation_sources)
+    return PreciseBatchNorm(bn_batches, config.BN_STATS_BATCHES)
+
+
+def _fit_inputs(strategy, config, train_gen, val_gen, start_epoch, workers):
+    """What `fit` reads: the generators themselves on one device, else each replica's share of them."""
+    if strategy is None:
+        return train_gen, val_gen
+    from mrcnn_tf.distributed_input import distributed_batches
+
+    return (distributed_batches(strategy, train_gen, config, config.STEPS_PER_EPOCH, start_epoch, workers),
+            distributed_batches(strategy, val_gen, config, config.VALIDATION_STEPS, val_gen.epoch, workers))
+
+
+def _diverged_error(mrcnn, last, log_dir, exc):
+    """`TrainingDivergedError` for a non-finite loss; the model gets the last good weights back."""
+    if last is None:
+        earlier = checkpoints.list_checkpoints(log_dir)
+        last = earlier[-1] if earlier else None
+    if last is not None:
+        # The in-memory weights are NaN now; put the last good ones back for notebook users.
+        checkpoints.load_model_weights(mrcnn.keras_model, last)
+        mrcnn.epoch = checkpoints.checkpoint_epoch(last) or mrcnn.epoch
+    kept = (f"the model holds the last good checkpoint again: {last}" if last
+            else "no checkpoint was written in this run")
+    values = ", ".join(f"{k}={v}" for k, v in exc.logs.items())
+    return TrainingDivergedError(
+        f"training stopped: non-finite loss ({values}) at {exc.where}; {kept}; lower the learning "
+        "rate (--set LEARNING_RATE=...), check the data, or set TRAIN_BN when starting from scratch")

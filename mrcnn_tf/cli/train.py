@@ -228,10 +228,12 @@ def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrid
     _interrupt_on_sigterm()
     model = MaskRCNN(mode="training", config=config, model_dir=logs)
     _load_start_weights(model, choice, config)
-    run_dir = training.claim_log_dir(model)
+    chief = training.writes_run_files(model)  # several workers (TF_CONFIG): only the chief writes
+    run_dir = training.claim_log_dir(model) if chief else pathlib.Path(model.log_dir)
     text = ",".join(f"{layers}:{epochs}@{lr:g}" for layers, epochs, lr in stages)
-    atomic_write_text(run_dir / RUN_FILE, json.dumps({"schedule": text, "weights": str(weights), "config": preset,
-                                                      "dataset": str(dataset_dir), "seed": seed}, indent=2))
+    if chief:
+        atomic_write_text(run_dir / RUN_FILE, json.dumps({"schedule": text, "weights": str(weights), "config": preset,
+                                                          "dataset": str(dataset_dir), "seed": seed}, indent=2))
     click.echo(f"Run folder: {run_dir} (starting after epoch {model.epoch}); schedule {text}")
     augmentation = None if no_augment else augmentation_for(config)
     verbose = 1 if sys.stdout.isatty() else 2
@@ -242,5 +244,5 @@ def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrid
         click.echo(f"Stage {layers}: epochs {model.epoch + 1}-{epochs}, learning rate {lr:g}")
         training.train(model, datasets["train"], datasets["val"], lr, epochs, layers, augmentation=augmentation,
                        seed=seed, verbose=verbose)
-    done = list_checkpoints(run_dir)
+    done = list_checkpoints(run_dir) if chief else ["none by this worker (the chief writes them)"]
     click.echo(f"Done: {done[-1] if done else 'no checkpoint written'}")
