@@ -13,6 +13,7 @@ from mrcnn_tf.layers.anchors import Anchors
 from mrcnn_tf.layers.detection import DetectionLayer
 from mrcnn_tf.layers.detection_target import DetectionTargetLayer
 from mrcnn_tf.layers.norm_boxes import NormBoxes
+from mrcnn_tf.layers.positive_rois import PositiveROIs
 from mrcnn_tf.layers.proposal import ProposalLayer
 from mrcnn_tf.nets.fpn import fpn_graph
 from mrcnn_tf.nets.heads import build_fpn_mask_graph, fpn_classifier_graph
@@ -131,14 +132,15 @@ def build_training_graph(config):
     mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
         rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE, config.NUM_CLASSES,
         train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
-    # Only positive ROIs carry a mask loss, and DetectionTargetLayer puts them (at most
-    # int(T * ROI_POSITIVE_RATIO)) in the first slots: the costly mask head runs on those slots only,
-    # 1/ROI_POSITIVE_RATIO times less work than Matterport's run over all T ROIs, same loss.
+    # Only positive ROIs carry a mask loss, and DetectionTargetLayer puts them in the first slots: the
+    # costly mask head runs on as many slots as the batch has positives (at most int(T * ROI_POSITIVE_RATIO)),
+    # not on all T ROIs as Matterport's did. Same loss; on few-cell smears a fraction of the work.
     positive_slots = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
-    mrcnn_mask = build_fpn_mask_graph(rois[:, :positive_slots], mrcnn_feature_maps, input_image_meta,
+    mask_rois, target_mask = PositiveROIs(max_slots=positive_slots, name="positive_rois")(
+        [rois, target_class_ids, target_mask])
+    mrcnn_mask = build_fpn_mask_graph(mask_rois, mrcnn_feature_maps, input_image_meta,
                                       config.MASK_POOL_SIZE, config.NUM_CLASSES, train_bn=config.TRAIN_BN,
                                       channels=config.MASK_HEAD_CHANNELS)
-    target_mask = target_mask[:, :positive_slots]
     output_rois = layers.Identity(name="output_rois")(rois)
 
     values = (rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class, mrcnn_bbox, mrcnn_mask,

@@ -1,0 +1,45 @@
+"""The ROI slots the mask head must see in training: the positive ones, however many there are."""
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_tf")
+class PositiveROIs(keras.layers.Layer):
+    """Keep the first P ROI slots, P = the largest number of positive ROIs of any image in the batch.
+
+    `DetectionTargetLayer` puts each image's positive ROIs first (then negatives, then zero padding),
+    and only positive ROIs carry a mask loss, so the mask head needs the first P slots and nothing
+    else. P is at most `max_slots` (int(TRAIN_ROIS_PER_IMAGE * ROI_POSITIVE_RATIO)) and usually far
+    fewer: a smear field with two cells gives a few dozen positives out of 168 slots at Matterport's
+    settings, and the mask head (four 3x3 convs on 14x14 crops) was the largest cost of a CPU training
+    step. P is at least 1 so the head never runs on an empty batch; the extra slot has class 0 and no
+    loss.
+
+    Args:
+        max_slots: the positive capacity of the target layer.
+        **kwargs: Layer arguments.
+
+    Call arguments:
+        inputs: [rois [B, T, 4], target_class_ids [B, T] int (0 = negative or padding),
+            target_mask [B, T, h, w]].
+
+    Returns:
+        rois [B, P, 4] and target_mask [B, P, h, w], P = clip(max_b #positives(b), 1, max_slots).
+    """
+
+    def __init__(self, max_slots, **kwargs):
+        super().__init__(**kwargs)
+        self.max_slots = int(max_slots)
+
+    def call(self, inputs):
+        rois, target_class_ids, target_mask = inputs
+        positives = tf.reduce_sum(tf.cast(target_class_ids > 0, tf.int32), axis=1)
+        count = tf.clip_by_value(tf.reduce_max(positives), 1, self.max_slots)
+        return rois[:, :count], target_mask[:, :count]
+
+    def compute_output_shape(self, input_shape):
+        rois, _, mask = input_shape
+        return (rois[0], None, *rois[2:]), (mask[0], None, *mask[2:])
+
+    def get_config(self):
+        return {**super().get_config(), "max_slots": self.max_slots}

@@ -1,0 +1,33 @@
+"""PositiveROIs: the first P slots, P = the batch's largest positive count (numpy reference)."""
+import numpy as np
+import pytest
+
+from mrcnn_tf.layers.positive_rois import PositiveROIs
+
+
+def reference(rois, class_ids, masks, max_slots):
+    count = int(np.clip(max(int((row > 0).sum()) for row in class_ids), 1, max_slots))
+    return rois[:, :count], masks[:, :count]
+
+
+@pytest.mark.parametrize("positives", [[3, 1], [0, 0], [5, 7], [2, 0]])
+def test_matches_reference(rng, positives):
+    batch, slots, max_slots = len(positives), 10, 5
+    rois = rng.random((batch, slots, 4)).astype(np.float32)
+    masks = rng.random((batch, slots, 6, 6)).astype(np.float32)
+    class_ids = np.zeros((batch, slots), np.int32)
+    for b, n in enumerate(positives):  # positives first, as DetectionTargetLayer orders them
+        class_ids[b, :n] = rng.integers(1, 4, size=n)
+    out_rois, out_masks = PositiveROIs(max_slots=max_slots)([rois, class_ids, masks])
+    want_rois, want_masks = reference(rois, class_ids, masks, max_slots)
+    np.testing.assert_array_equal(np.asarray(out_rois), want_rois)
+    np.testing.assert_array_equal(np.asarray(out_masks), want_masks)
+
+
+def test_config_round_trip_and_symbolic_shapes():
+    import keras
+
+    layer = PositiveROIs(max_slots=7, name="positive_rois")
+    assert PositiveROIs.from_config(layer.get_config()).max_slots == 7
+    rois, masks = layer([keras.Input((12, 4)), keras.Input((12,), dtype="int32"), keras.Input((12, 28, 28))])
+    assert tuple(rois.shape) == (None, None, 4) and tuple(masks.shape) == (None, None, 28, 28)
