@@ -47,6 +47,7 @@ def main(argv=None):
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE config override")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--init", default=None, help="start from this weight file (e.g. a synthetic-smear run)")
     parser.add_argument("--out", default="bench/out/bccd")
     args = parser.parse_args(argv)
 
@@ -62,7 +63,7 @@ def main(argv=None):
           f"{train_set.num_images} training / {val_set.num_images} validation fields")
     started = time.time()
     _, scorer = train_datasets(config, train_set, val_set, out / "logs", args.epochs, args.every, seed=args.seed,
-                               augment=not args.no_augment)
+                               augment=not args.no_augment, init_weights=args.init)
     curve = scorer.curve
     save_curve(curve, out / "curve.json")
     types = [name for name in train_set.class_names[1:]]

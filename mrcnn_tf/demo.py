@@ -35,8 +35,12 @@ class DemoConfig(LiscConfig):
     IMAGE_MIN_DIM = 256
     IMAGE_MAX_DIM = 256
     RPN_ANCHOR_SCALES = (16, 32, 64, 128, 256)  # 16-64 bracket the 21-48 px cells (IoU >= 0.5 each)
-    TOP_DOWN_PYRAMID_SIZE = 64  # the 512-wide RPN conv over P2 at 256 channels was half of each step
+    TOP_DOWN_PYRAMID_SIZE = 64  # a 256-channel pyramid under the RPN conv was half of each step
     FPN_CLASSIF_FC_LAYERS_SIZE = 256  # five types need far less than COCO's 1024
+    # The RPN's 512-wide conv and the mask head's 256-wide convs were most of each CPU step; at 128 the
+    # step costs about half and held-out mAP50 after 200/400/600 steps was 0.955/0.961/0.997 (bench/RESULTS.md).
+    RPN_CONV_CHANNELS = 128
+    MASK_HEAD_CHANNELS = 128
     RPN_TRAIN_ANCHORS_PER_IMAGE = 64
     PRE_NMS_LIMIT = 1000
     POST_NMS_ROIS_TRAINING = 200
@@ -164,7 +168,8 @@ def _fmt(value):
     return "  n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
 
 
-def train_datasets(config, train_set, val_set, logs_dir, epochs, score_every=4, seed=0, augment=True, echo=print):
+def train_datasets(config, train_set, val_set, logs_dir, epochs, score_every=4, seed=0, augment=True, echo=print,
+                   init_weights=None):
     """Train `config` from scratch on a prepared dataset for `epochs` epochs, scoring `val_set` along the way.
 
     Args:
@@ -175,6 +180,8 @@ def train_datasets(config, train_set, val_set, logs_dir, epochs, score_every=4, 
         seed: seed of weights, data order and augmentation.
         augment: False trains without augmentation.
         echo: callable for progress lines.
+        init_weights: optional weight file to start from instead of random weights (loaded by name;
+            training still counts epochs from 0).
 
     Returns:
         (mrcnn, scorer): the training `MaskRCNN` (checkpoints in its log_dir) and the
@@ -185,6 +192,9 @@ def train_datasets(config, train_set, val_set, logs_dir, epochs, score_every=4, 
 
     keras.utils.set_random_seed(seed)
     mrcnn = MaskRCNN("training", config, str(logs_dir))
+    if init_weights:
+        echo(str(mrcnn.load_weights(str(init_weights), by_name=True, verbose=0)))
+        mrcnn.set_log_dir()  # a start point, not a run to resume: a new run folder from epoch 0
     scorer = HeldOutEvaluation(mrcnn, val_set, epochs, score_every, echo=echo)
     mrcnn.train(train_set, val_set, learning_rate=config.LEARNING_RATE, epochs=epochs, layers="all",
                 augmentation=augmentation_for(config) if augment else None, custom_callbacks=[scorer], seed=seed,
