@@ -117,7 +117,7 @@ def cluster_tasks(environ=None):
     tasks = [(job, i, str(address)) for job in ("chief", "worker") for i, address in enumerate(cluster.get(job) or [])]
     if len(tasks) <= 1:
         return None
-    task = values.get("task") or {}
+    task = values.get("task") if isinstance(values.get("task"), dict) else {}
     key = (task.get("type"), task.get("index"))
     index = next((n for n, (job, i, _) in enumerate(tasks) if (job, i) == key), None)
     if index is None:

@@ -11,6 +11,11 @@ training images (bench/RESULTS.md).
 `recompute_batch_norm_statistics` runs the model in training mode on a few batches and sets every
 updating BatchNorm's moving mean and variance to the mean over those batches of its batch mean
 and variance; `PreciseBatchNorm` does it at each epoch end, before the checkpoint is written.
+
+Under a tf.distribute strategy the passes run on one device outside the replicas, and each new value
+is assigned to every replica's copy: the statistics equal a single device's on the same batches
+(tests/test_distribute.py). `train` feeds batches of IMAGES_PER_GPU images (the batch one replica
+normalizes over in training), the same ones on every worker, so all workers agree without talking.
 """
 import keras
 

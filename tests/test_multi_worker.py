@@ -7,8 +7,8 @@ worker with SIGKILL after the chief's second checkpoint and resumes both with --
 import csv
 import json
 import os
-import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,8 +24,6 @@ from mrcnn_tf import distribute, multi_worker
 from mrcnn_tf.distributed_input import replica_generator, stream_index
 from mrcnn_tf.errors import ConfigError
 from test_training import boxes_dataset
-
-HERE = pathlib.Path(__file__).resolve().parent
 
 
 # ------------------------------------------------------------------------------------------ TF_CONFIG
@@ -66,6 +64,16 @@ def test_collective_timeout_from_the_environment():
     for bad in ("soon", "-5", "nan"):
         with pytest.raises(ConfigError, match=f"{distribute.COLLECTIVE_TIMEOUT_ENV}='{bad}' is invalid"):
             distribute.collective_timeout({distribute.COLLECTIVE_TIMEOUT_ENV: bad})
+
+
+def test_strategy_after_tensorflow_started_is_a_config_error(monkeypatch):
+    """TensorFlow refuses collectives once it runs; the message says to create the strategy first."""
+    tf.constant(1.0)  # TensorFlow is running in this process (the refusal comes before any network use)
+    monkeypatch.setenv("TF_CONFIG", tf_config(["127.0.0.1:1", "127.0.0.1:2"], 0)["TF_CONFIG"])
+    monkeypatch.setattr(distribute, "_MULTI_WORKER", {})
+    with pytest.raises(ConfigError, match=r"TensorFlow was already running .*call "
+                                          r"mrcnn_tf\.distribute\.multi_worker_strategy\(\) at the top"):
+        distribute.multi_worker_strategy()
 
 
 # ------------------------------------------------------------------------------------------ sharded input
@@ -222,11 +230,16 @@ def train_args(dataset, logs, weights, gpus):
     return args
 
 
+STARTED = []  # every process the fixture starts, killed at its end if still running
+
+
 def start(args, log, env, tf_config_value=None):
     env = dict(env, TF_CONFIG=tf_config_value) if tf_config_value else dict(env)
     kind = "worker" if tf_config_value else "reference"
-    return subprocess.Popen([sys.executable, "-c", PRELUDE, kind] + args, env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)
+    process = subprocess.Popen([sys.executable, "-c", PRELUDE, kind] + args, env=env, stdout=log.open("w"),
+                               stderr=subprocess.STDOUT)
+    STARTED.append(process)
+    return process
 
 
 def csv_losses(run_dir):
@@ -258,9 +271,18 @@ def wait_all(processes, timeout):
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
+    try:
+        yield run_two_workers(tmp_path_factory.mktemp("multi_worker"))
+    finally:
+        for process in STARTED:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def run_two_workers(root):
     from mrcnn_tf.synth import write_lisc
 
-    root = tmp_path_factory.mktemp("multi_worker")
     dataset = root / "lisc"
     write_lisc(dataset, per_class=2, seed=3)
     scratch = root / "tmp"
@@ -300,7 +322,8 @@ def two_workers(tmp_path_factory):
     out["rows_after_kill"] = csv_losses(run_dir)
     out["chief_epoch2"] = checkpoint_arrays(run_dir / "mask_rcnn_lisc_0002.weights.h5")
     # Run 2: both workers resume from the newest checkpoint (the chief's, in the shared --logs).
-    subprocess.run(["rm", "-rf"] + [str(p) for p in scratch.iterdir()], check=True)  # the killed one's
+    for leftover in scratch.glob("mrcnn_worker*"):  # the killed worker's scratch folder
+        shutil.rmtree(leftover)
     ports = free_ports(2)
     resumed = time.time()
     chief = start(train_args(dataset, logs, "last", 1), root / "chief2.log", env, cluster(ports, 0))
@@ -368,7 +391,7 @@ def test_resumed_workers_continue_at_the_next_epoch(two_workers):
     assert sorted(p.name for p in out["logs"].iterdir()) == [run_dir.name]  # the resumed run kept its folder
     assert "(starting after epoch 2)" in out["resume_logs"][0]
     assert (run_dir / "mask_rcnn_lisc_0003.weights.h5").is_file()
-    assert list(out["scratch"].iterdir()) == []  # worker 1 deleted its scratch folder
+    assert not list(out["scratch"].glob("mrcnn_worker*"))  # worker 1 deleted its scratch folder
     rows, reference = csv_losses(run_dir), out["reference_rows"]
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2] == [int(r["epoch"]) for r in reference]
     # The resumed step reads the epoch-3 batches with the epoch-2 weights: its RPN losses are the
