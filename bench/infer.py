@@ -27,10 +27,9 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import mrcnn_tf  # noqa: E402,F401  (before TensorFlow: its process settings, oneDNN on every x86 CPU)
 
-TORCHVISION_INFER_S = 1.92  # the reference, same machine kind, 2 threads
-TORCHVISION_TRAIN_S = 3.05
+# Ratios against torchvision come only from bench/compare_torchvision.py, which times both in one run.
 
 
 # ---------------------------------------------------------------------- shared helpers (train_step.py, memory.py)
@@ -200,7 +199,6 @@ def run(args):
     graph_s, detect_s = results["graph"][0], results["detect"][0]
     print(f"SUMMARY infer {datetime.date.today()} threads={args.threads} size={args.size} "
           f"mp={args.mixed_precision or 'float32'}: graph {graph_s:.3f} s, detect {detect_s:.3f} s "
-          f"({detect_s / TORCHVISION_INFER_S:.2f}x torchvision {TORCHVISION_INFER_S} s), "
           f"eager {results['eager'][0]:.3f} s, {flops / graph_s / 1e9:.1f} GFLOP/s of {peak:.1f} peak "
           f"({flops / graph_s / 1e9 / peak:.0%}), peak RSS {rss_peak_infer:.0f} MiB, "
           f"load {load():.1f}")

@@ -20,7 +20,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from infer import (TORCHVISION_TRAIN_S, bench_config, graph_flops, header, load, peak_gflops,  # noqa: E402
+from infer import (bench_config, graph_flops, header, load, peak_gflops,  # noqa: E402
                    peak_rss_mb, print_timings, rss_mb, set_threads, synthetic_image, timed)
 
 
@@ -97,8 +97,7 @@ def run(args):
     print_timings(results, flops, peak, width=11)
     step = results["tf.function"][0]
     print(f"SUMMARY train_step {datetime.date.today()} threads={args.threads} size={args.size} "
-          f"mp={args.mixed_precision or 'float32'}: step {step:.3f} s ({step / TORCHVISION_TRAIN_S:.2f}x torchvision "
-          f"{TORCHVISION_TRAIN_S} s), {flops / step / 1e9:.1f} GFLOP/s of {peak:.1f} peak "
+          f"mp={args.mixed_precision or 'float32'}: step {step:.3f} s, {flops / step / 1e9:.1f} GFLOP/s of {peak:.1f} peak "
           f"({flops / step / 1e9 / peak:.0%}), peak RSS {rss_peak:.0f} MiB, load {load():.1f}")
 
 
