@@ -9,6 +9,7 @@ import keras
 from keras import layers, ops
 
 from mrcnn_tf.layers.batch_norm import BatchNorm
+from mrcnn_tf.layers.full_window_conv import FullWindowConv2D
 from mrcnn_tf.layers.roi_align import PyramidROIAlign
 
 
@@ -63,11 +64,12 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     x = PyramidROIAlign(pool_shape=[pool_size, pool_size], name="roi_align_classifier")(
         [rois, image_meta] + list(feature_maps))
     # Two 1024-wide layers as convolutions: a valid pool_size x pool_size conv is a dense layer.
-    x = TimeDistributed(layers.Conv2D(fc_layers_size, (pool_size, pool_size), padding="valid"),
+    # Dense layers in conv form (Matterport's weight layout), computed as matrix products (FullWindowConv2D).
+    x = TimeDistributed(FullWindowConv2D(fc_layers_size, (pool_size, pool_size), padding="valid"),
                         name="mrcnn_class_conv1")(x)
     x = TimeDistributed(BatchNorm(train_bn=train_bn), name="mrcnn_class_bn1")(x, training=train_bn)
     x = layers.Activation("relu")(x)
-    x = TimeDistributed(layers.Conv2D(fc_layers_size, (1, 1)), name="mrcnn_class_conv2")(x)
+    x = TimeDistributed(FullWindowConv2D(fc_layers_size, (1, 1)), name="mrcnn_class_conv2")(x)
     x = TimeDistributed(BatchNorm(train_bn=train_bn), name="mrcnn_class_bn2")(x, training=train_bn)
     x = layers.Activation("relu")(x)
     # [B, N, 1, 1, fc] -> [B, N, fc]
