@@ -146,7 +146,7 @@ def main(argv=None):
 
 
 register("synth", "mrcnn_tf.cli.synth", "synth", "Write a synthetic blood-smear set in the LISC layout.")
-register("train", "mrcnn_tf.cli.train", "train", "Train on a LISC-layout dataset (staged schedule).")
+register("train", "mrcnn_tf.cli.train", "train", "Train on a LISC- or COCO-layout dataset (staged schedule).")
 register("evaluate", "mrcnn_tf.cli.evaluate", "evaluate", "Score a checkpoint: mAP50, COCO AP, per-class AP, accuracy.")
 register("detect", "mrcnn_tf.cli.detect", "detect", "Find and type cells in images: overlays, COCO JSON, counts.")
 register("demo", "mrcnn_tf.cli.demo", "demo", "Synthesize, train, evaluate and detect end to end on the CPU.")

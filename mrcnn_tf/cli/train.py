@@ -7,7 +7,7 @@
 A LISC folder trains on the train part of its deterministic split and validates on the val part; a
 COCO folder (``DIR/annotations/instances_{train,val}.json``, images in ``DIR/images/``) trains on
 ``instances_train.json`` and validates on ``instances_val.json``. ``--config NAME`` starts from a
-named preset (`mrcnn_tf.presets`: lisc, the default, or demo); ``--set`` applies on top.
+named preset (`mrcnn_tf.presets`: lisc, the default, demo or bccd); ``--set`` applies on top.
 
 Stages run in order and their epochs are cumulative, as in Matterport (``heads:20,all:40`` trains
 the heads for 20 epochs, then everything for 20 more). Resuming (``--weights last`` or a checkpoint
