@@ -127,8 +127,8 @@ def test_training_forward_pass_shapes_and_losses(trainer, rng):
     out = trainer.keras_model(inputs, training=False)
     b, a, t, nc = 2, anchor_count(config, 64), config.TRAIN_ROIS_PER_IMAGE, config.NUM_CLASSES
     # The mask head runs on the first P slots, P = the batch's largest count of positive ROIs (PositiveROIs).
-    positives = (np.asarray(out["target_class_ids"]) > 0).sum(axis=1).max()
-    s = int(np.clip(positives, 1, int(t * config.ROI_POSITIVE_RATIO)))
+    positives = max(int((np.asarray(out["target_class_ids"]) > 0).sum(axis=1).max()), 1)
+    s = min(2 ** int(np.ceil(np.log2(positives))), int(t * config.ROI_POSITIVE_RATIO))
     expected = {
         "rpn_class_logits": (b, a, 2), "rpn_class": (b, a, 2), "rpn_bbox": (b, a, 4),
         "mrcnn_class_logits": (b, t, nc), "mrcnn_class": (b, t, nc), "mrcnn_bbox": (b, t, nc, 4),
