@@ -26,3 +26,9 @@ def _seed_everything():
     import keras
 
     keras.utils.set_random_seed(1234)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first: started early they overlap the rest on the other worker (`-n 2`); collected
+    last (tests/test_multi_worker.py sorts late) one of them ran alone for minutes at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

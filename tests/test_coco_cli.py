@@ -130,9 +130,9 @@ def test_train_errors_on_coco_folders_are_one_line(tmp_path, capsys):
     code, _, err = run_cli(["train", "--dataset", root, "--weights", "none", "--logs", logs], capsys)
     one_line_error(code, err, "the val classes (cell) are not the train classes (cell, platelet)")
     # An unknown preset, before anything is loaded.
-    code, _, err = run_cli(["train", "--dataset", tmp_path / "absent", "--weights", "none", "--config", "bccd",
+    code, _, err = run_cli(["train", "--dataset", tmp_path / "absent", "--weights", "none", "--config", "bcdd",
                             "--logs", logs], capsys)
-    one_line_error(code, err, "Error: --config bccd: unknown preset; use one of lisc, demo")
+    one_line_error(code, err, "Error: --config bcdd: unknown preset; use one of lisc, demo, bccd")
     # A malformed JSON file.
     (root / "annotations" / "instances_train.json").write_text("{")
     code, _, err = run_cli(["train", "--dataset", root, "--weights", "none", "--logs", logs], capsys)

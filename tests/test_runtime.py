@@ -4,6 +4,7 @@ These run in fresh subprocesses: the variables only matter before TensorFlow is 
 """
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 
@@ -28,6 +29,7 @@ CHECK = ("import os, mrcnn_tf, tensorflow as tf\n"
          "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), p.IsMklEnabled())\n")
 
 
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="TensorFlow's oneDNN kernels are x86 only")
 def test_importing_mrcnn_tf_first_turns_onednn_on():
     assert _run(CHECK).stdout.split() == ["1", "True"]
 
