@@ -67,3 +67,26 @@ def test_demo_refuses_a_used_output_folder(tmp_path, capsys):
         assert exit_.code == 2
     assert "already exists" in capsys.readouterr().err
     assert (tmp_path / "old" / "keep.txt").read_text() == "mine"
+
+
+def test_train_datasets_starts_from_given_weights_in_a_new_run(tmp_path, monkeypatch):
+    from mrcnn_tf import demo
+
+    config = tiny_config(BACKBONE="resnet18", NUM_CLASSES=6)
+    source = modellib.MaskRCNN("training", config, str(tmp_path / "old"))
+    start = tmp_path / "old" / "mask_rcnn_tiny_0007.weights.h5"
+    start.parent.mkdir()
+    source.keras_model.save_weights(str(start))
+    seen = {}
+
+    def fake_train(self, train_set, val_set, learning_rate, epochs, layers, **kwargs):
+        seen.update(epoch=self.epoch, log_dir=self.log_dir, weights=self.keras_model.get_layer("conv1").get_weights())
+
+    monkeypatch.setattr(modellib.MaskRCNN, "train", fake_train)
+    lines = []
+    demo.train_datasets(config, None, None, tmp_path / "new", epochs=1, init_weights=start, echo=lines.append)
+    # The start weights, but a run of its own from epoch 0 (not a resume of the old folder at epoch 7).
+    assert seen["epoch"] == 0 and str(tmp_path / "new") in seen["log_dir"]
+    for a, b in zip(seen["weights"], source.keras_model.get_layer("conv1").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert any("loaded" in line for line in lines)
