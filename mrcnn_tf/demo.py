@@ -170,7 +170,7 @@ def _fmt(value):
 
 def train_datasets(config, train_set, val_set, logs_dir, epochs, score_every=4, seed=0, augment=True, echo=print,
                    init_weights=None):
-    """Train `config` from scratch on a prepared dataset for `epochs` epochs, scoring `val_set` along the way.
+    """Train `config` (from random weights, or `init_weights`) for `epochs` epochs, scoring `val_set` as it goes.
 
     Args:
         config: the Config to train (its AUGMENTATION names the augmentation when `augment`).
