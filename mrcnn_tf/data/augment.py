@@ -60,6 +60,22 @@ def augment_image_and_masks(augmentation, image, masks, rng):
     return image, masks.astype(bool)
 
 
+def _smear_augmentation(contrast):
+    """Flips, right-angle turns, per-channel stain strength, optional contrast, mild blur (in that order)."""
+    import imgaug.augmenters as iaa
+
+    steps = [
+        iaa.Fliplr(0.5),
+        iaa.Flipud(0.5),
+        iaa.OneOf([iaa.Affine(rotate=0), iaa.Affine(rotate=90), iaa.Affine(rotate=180), iaa.Affine(rotate=270)]),
+        iaa.Sometimes(0.5, iaa.Multiply((0.85, 1.15), per_channel=0.5)),
+    ]
+    if contrast:
+        steps.append(iaa.Sometimes(0.3, iaa.LinearContrast((0.8, 1.2))))
+    steps.append(iaa.Sometimes(0.2, iaa.GaussianBlur(sigma=(0.0, 1.0))))
+    return iaa.Sequential(steps)
+
+
 def lisc_augmentation():
     """Default augmentation for stained blood smears (Matterport's nucleus recipe, tuned for LISC).
 
@@ -67,15 +83,7 @@ def lisc_augmentation():
     strength and tint vary between slides (per-channel multiply); focus varies a little (mild blur).
     Right angles keep every pixel on a square (padded) image: an arbitrary angle would cut corners.
     """
-    import imgaug.augmenters as iaa
-
-    return iaa.Sequential([
-        iaa.Fliplr(0.5),
-        iaa.Flipud(0.5),
-        iaa.OneOf([iaa.Affine(rotate=0), iaa.Affine(rotate=90), iaa.Affine(rotate=180), iaa.Affine(rotate=270)]),
-        iaa.Sometimes(0.5, iaa.Multiply((0.85, 1.15), per_channel=0.5)),
-        iaa.Sometimes(0.2, iaa.GaussianBlur(sigma=(0.0, 1.0))),
-    ])
+    return _smear_augmentation(contrast=False)
 
 
 def bccd_augmentation():
@@ -83,16 +91,7 @@ def bccd_augmentation():
 
     No hue shift: an Eosinophil differs from a Neutrophil mostly by the colour of its granules.
     """
-    import imgaug.augmenters as iaa
-
-    return iaa.Sequential([
-        iaa.Fliplr(0.5),
-        iaa.Flipud(0.5),
-        iaa.OneOf([iaa.Affine(rotate=0), iaa.Affine(rotate=90), iaa.Affine(rotate=180), iaa.Affine(rotate=270)]),
-        iaa.Sometimes(0.5, iaa.Multiply((0.85, 1.15), per_channel=0.5)),
-        iaa.Sometimes(0.3, iaa.LinearContrast((0.8, 1.2))),
-        iaa.Sometimes(0.2, iaa.GaussianBlur(sigma=(0.0, 1.0))),
-    ])
+    return _smear_augmentation(contrast=True)
 
 
 # Config.AUGMENTATION -> the augmentation `mrcnn-tf train` and the benchmarks apply ("none": no augmentation).
