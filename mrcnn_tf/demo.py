@@ -204,7 +204,6 @@ def train_datasets(config, train_set, val_set, logs_dir, epochs, score_every=4, 
 
 def train_epochs(config, train_dir, val_dir, logs_dir, epochs, score_every=4, seed=0, augment=True, echo=print):
     """`train_datasets` on two LISC-layout folders (all of each)."""
-    keras.utils.set_random_seed(seed)
     train_set, val_set = load_subset(train_dir), load_subset(val_dir)
     return train_datasets(config, train_set, val_set, logs_dir, epochs, score_every, seed, augment, echo)
 

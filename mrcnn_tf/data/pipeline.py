@@ -84,6 +84,7 @@ class DataGenerator(keras.utils.PyDataset):
         self._anchors = {}
         # Class-balanced passes over the training images (Config.REPEAT_FACTOR_THRESHOLD > 0, shuffled only).
         self._repeat_order = None
+        self.repeat_factors = None  # per image of `image_ids` when repeat-factor sampling is on
         threshold = float(getattr(config, "REPEAT_FACTOR_THRESHOLD", 0.0) or 0.0)
         if self.shuffle and threshold > 0:
             factors = repeat_factors([image_class_ids(dataset, i) for i in self.image_ids], threshold)
