@@ -71,6 +71,10 @@ class Config:
     LEARNING_RATE = 0.001
     LEARNING_MOMENTUM = 0.9
     OPTIMIZER = "sgd"  # mrcnn_tf addition: "sgd" (Matterport) or "adam" (faster from random weights)
+    # mrcnn_tf additions: "constant" (Matterport) or "cosine" (to zero over the epochs of each train()
+    # call), after a linear warm-up of this many steps (mrcnn_tf/lr_schedule.py).
+    LEARNING_RATE_SCHEDULE = "constant"
+    LEARNING_RATE_WARMUP_STEPS = 0
     WEIGHT_DECAY = 0.0001
     LOSS_WEIGHTS = {
         "rpn_class_loss": 1.0,
@@ -207,6 +211,11 @@ class Config:
             fail("GRADIENT_CLIP_NORM", "use a positive number, or None for no clipping")
         if not _is_number(self.IMAGE_MIN_SCALE) or self.IMAGE_MIN_SCALE < 0:
             fail("IMAGE_MIN_SCALE", "use a number >= 0 (0 means no minimum)")
+        if self.LEARNING_RATE_SCHEDULE not in ("constant", "cosine"):
+            fail("LEARNING_RATE_SCHEDULE", "use constant (Matterport) or cosine")
+        warmup = self.LEARNING_RATE_WARMUP_STEPS
+        if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
+            fail("LEARNING_RATE_WARMUP_STEPS", "use a whole number of steps >= 0 (0: no warm-up)")
         if not isinstance(self.OPTIMIZER, str) or self.OPTIMIZER.lower() not in ("sgd", "adam"):
             fail("OPTIMIZER", "use 'sgd' (Matterport's SGD with momentum) or 'adam'")
         if self.TRAIN_BN not in (True, False, None) or not isinstance(self.TRAIN_BN, (bool, type(None))):

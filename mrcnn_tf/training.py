@@ -19,6 +19,7 @@ import numpy as np
 from mrcnn_tf import checkpoints, multi_worker
 from mrcnn_tf.errors import ConfigError, MrcnnError
 # The optimizers live in their own module; `training.build_optimizer` stays their public path.
+from mrcnn_tf.lr_schedule import learning_rate_for
 from mrcnn_tf.optimizers import ReplicaSumClipAdam, ReplicaSumClipSGD, build_optimizer  # noqa: F401
 
 # Matterport's layer groups (regexes matched in full against layer names).
@@ -262,7 +263,7 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
     Args:
         mrcnn: `MaskRCNN` in training mode; its `log_dir` must be set (`set_log_dir`).
         train_dataset, val_dataset: prepared `Dataset`s.
-        learning_rate: float.
+        learning_rate: float: the rate (Matterport), or the peak of Config.LEARNING_RATE_SCHEDULE.
         epochs: cumulative epoch count to reach (Matterport); nothing happens if already reached.
         layers: "heads", "3+", "4+", "5+", "all" or a regex over layer names.
         augmentation: optional imgaug augmenter applied to training images and masks.
@@ -304,7 +305,8 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
             # Never jit_compile the whole step: NMS and the data-dependent tf.where of the proposal /
             # target layers have no XLA kernels ("Detected unsupported operations", bench/RESULTS.md).
             # XLA=True instead lets TF auto-cluster the compilable parts (see `xla_autoclustering`).
-            keras_model.compile(optimizer=build_optimizer(learning_rate, config.LEARNING_MOMENTUM,
+            rate = learning_rate_for(config, learning_rate, mrcnn.epoch, epochs)
+            keras_model.compile(optimizer=build_optimizer(rate, config.LEARNING_MOMENTUM,
                                                           config.GRADIENT_CLIP_NORM, config.OPTIMIZER),
                                 jit_compile=False)
         callbacks = default_callbacks(mrcnn, log_dir, path_for_epoch, verbose) + list(custom_callbacks or [])
