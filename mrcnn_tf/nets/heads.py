@@ -9,6 +9,7 @@ import keras
 from keras import layers, ops
 
 from mrcnn_tf.layers.batch_norm import BatchNorm
+from mrcnn_tf.layers.conv2d import Conv2D
 from mrcnn_tf.layers.full_window_conv import FullWindowConv2D
 from mrcnn_tf.layers.roi_align import PyramidROIAlign
 
@@ -104,11 +105,11 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     x = PyramidROIAlign(pool_shape=[pool_size, pool_size], name="roi_align_mask")(
         [rois, image_meta] + list(feature_maps))
     for i in range(1, 5):
-        x = TimeDistributed(layers.Conv2D(channels, (3, 3), padding="same"), name=f"mrcnn_mask_conv{i}")(x)
+        x = TimeDistributed(Conv2D(channels, (3, 3), padding="same"), name=f"mrcnn_mask_conv{i}")(x)
         x = TimeDistributed(BatchNorm(train_bn=train_bn), name=f"mrcnn_mask_bn{i}")(x, training=train_bn)
         x = layers.Activation("relu")(x)
     x = TimeDistributed(layers.Conv2DTranspose(channels, (2, 2), strides=2, activation="relu"),
                         name="mrcnn_mask_deconv")(x)
     # The last 1x1 conv and its sigmoid in float32: mask probabilities go into log() in the loss.
-    return TimeDistributed(layers.Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid", dtype="float32"),
+    return TimeDistributed(Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid", dtype="float32"),
                            name="mrcnn_mask", dtype="float32")(x)

@@ -8,6 +8,7 @@ from keras import layers
 
 from mrcnn_tf.errors import ConfigError
 from mrcnn_tf.layers.batch_norm import BatchNorm
+from mrcnn_tf.layers.conv2d import Conv2D
 
 # Identity blocks after block "a" in stage 4: 5 (b-f) for ResNet-50, 22 (b-w) for ResNet-101.
 STAGE4_IDENTITY_BLOCKS = {"resnet50": 5, "resnet101": 22}
@@ -22,13 +23,13 @@ def _bottleneck_branch(input_tensor, kernel_size, filters, stage, block, strides
     """The 1x1 -> kxk -> 1x1 main branch shared by both block kinds (no final activation)."""
     f1, f2, f3 = filters
     conv, bn = _names(stage, block)
-    x = layers.Conv2D(f1, (1, 1), strides=strides, name=conv + "2a", use_bias=use_bias)(input_tensor)
+    x = Conv2D(f1, (1, 1), strides=strides, name=conv + "2a", use_bias=use_bias)(input_tensor)
     x = BatchNorm(name=bn + "2a")(x, training=train_bn)
     x = layers.Activation("relu")(x)
-    x = layers.Conv2D(f2, (kernel_size, kernel_size), padding="same", name=conv + "2b", use_bias=use_bias)(x)
+    x = Conv2D(f2, (kernel_size, kernel_size), padding="same", name=conv + "2b", use_bias=use_bias)(x)
     x = BatchNorm(name=bn + "2b")(x, training=train_bn)
     x = layers.Activation("relu")(x)
-    x = layers.Conv2D(f3, (1, 1), name=conv + "2c", use_bias=use_bias)(x)
+    x = Conv2D(f3, (1, 1), name=conv + "2c", use_bias=use_bias)(x)
     return BatchNorm(name=bn + "2c")(x, training=train_bn)
 
 
@@ -65,7 +66,7 @@ def conv_block(input_tensor, kernel_size, filters, stage, block, strides=(2, 2),
     """
     x = _bottleneck_branch(input_tensor, kernel_size, filters, stage, block, strides, use_bias, train_bn)
     conv, bn = _names(stage, block)
-    shortcut = layers.Conv2D(filters[2], (1, 1), strides=strides, name=conv + "1", use_bias=use_bias)(input_tensor)
+    shortcut = Conv2D(filters[2], (1, 1), strides=strides, name=conv + "1", use_bias=use_bias)(input_tensor)
     shortcut = BatchNorm(name=bn + "1")(shortcut, training=train_bn)
     x = layers.Add()([x, shortcut])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(x)
@@ -89,7 +90,7 @@ def resnet_graph(input_image, architecture, stage5=True, train_bn=True):
                           f"{', '.join(STAGE4_IDENTITY_BLOCKS)} or a callable")
     # Stage 1
     x = layers.ZeroPadding2D((3, 3))(input_image)
-    x = layers.Conv2D(64, (7, 7), strides=(2, 2), name="conv1", use_bias=True)(x)
+    x = Conv2D(64, (7, 7), strides=(2, 2), name="conv1", use_bias=True)(x)
     x = BatchNorm(name="bn_conv1")(x, training=train_bn)
     x = layers.Activation("relu")(x)
     c1 = x = layers.MaxPooling2D((3, 3), strides=(2, 2), padding="same")(x)

@@ -10,6 +10,7 @@ from keras import layers
 
 from mrcnn_tf.errors import ConfigError
 from mrcnn_tf.layers.batch_norm import BatchNorm
+from mrcnn_tf.layers.conv2d import Conv2D
 
 # Basic blocks per stage (2, 3, 4, 5).
 BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
@@ -31,14 +32,14 @@ def basic_block(input_tensor, filters, stage, block, strides=(1, 1), train_bn=Tr
         [B, H / s, W / s, filters] tensor named `res{stage}{block}_out`.
     """
     conv, bn = f"res{stage}{block}_branch", f"bn{stage}{block}_branch"
-    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=conv + "2a")(input_tensor)
+    x = Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=conv + "2a")(input_tensor)
     x = BatchNorm(name=bn + "2a")(x, training=train_bn)
     x = layers.Activation("relu")(x)
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=conv + "2b")(x)
+    x = Conv2D(filters, 3, padding="same", use_bias=False, name=conv + "2b")(x)
     x = BatchNorm(name=bn + "2b")(x, training=train_bn)
     shortcut = input_tensor
     if strides != (1, 1) or input_tensor.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=conv + "1")(input_tensor)
+        shortcut = Conv2D(filters, 1, strides=strides, use_bias=False, name=conv + "1")(input_tensor)
         shortcut = BatchNorm(name=bn + "1")(shortcut, training=train_bn)
     x = layers.Add()([x, shortcut])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(x)
@@ -59,7 +60,7 @@ def resnet_basic_graph(input_image, architecture, stage5=True, train_bn=True):
     if architecture not in BLOCKS:
         raise ConfigError(f"BACKBONE = {architecture!r} is not a basic-block ResNet: use one of {', '.join(BLOCKS)}")
     x = layers.ZeroPadding2D((3, 3))(input_image)
-    x = layers.Conv2D(64, (7, 7), strides=(2, 2), use_bias=False, name="conv1")(x)
+    x = Conv2D(64, (7, 7), strides=(2, 2), use_bias=False, name="conv1")(x)
     x = BatchNorm(name="bn_conv1")(x, training=train_bn)
     x = layers.Activation("relu")(x)
     c1 = x = layers.MaxPooling2D((3, 3), strides=(2, 2), padding="same")(x)

@@ -7,6 +7,8 @@ nested model's name and the creation order of its three convolutions are therefo
 import keras
 from keras import layers
 
+from mrcnn_tf.layers.conv2d import Conv2D
+
 
 def rpn_graph(feature_map, anchors_per_location, anchor_stride, channels=512):
     """RPN head on one feature map.
@@ -22,15 +24,15 @@ def rpn_graph(feature_map, anchors_per_location, anchor_stride, channels=512):
         rpn_bbox [B, H*W*A, 4] deltas (dy, dx, log(dh), log(dw)) still divided by RPN_BBOX_STD_DEV;
         anchors ordered position-major then anchor (the order of `generate_pyramid_anchors`).
     """
-    shared = layers.Conv2D(channels, (3, 3), padding="same", activation="relu", strides=anchor_stride,
+    shared = Conv2D(channels, (3, 3), padding="same", activation="relu", strides=anchor_stride,
                            name="rpn_conv_shared")(feature_map)
-    x = layers.Conv2D(2 * anchors_per_location, (1, 1), padding="valid", activation="linear",
+    x = Conv2D(2 * anchors_per_location, (1, 1), padding="valid", activation="linear",
                       name="rpn_class_raw")(shared)
     # [B, H, W, A*2] -> [B, H*W*A, 2]: row-major flattening keeps the anchors' order.
     rpn_class_logits = layers.Reshape((-1, 2), name="rpn_class_logits_reshape")(x)
     # float32 under mixed precision: probabilities feed the proposal scores and the losses.
     rpn_probs = layers.Activation("softmax", name="rpn_class_xxx", dtype="float32")(rpn_class_logits)
-    x = layers.Conv2D(anchors_per_location * 4, (1, 1), padding="valid", activation="linear",
+    x = Conv2D(anchors_per_location * 4, (1, 1), padding="valid", activation="linear",
                       name="rpn_bbox_pred")(shared)
     rpn_bbox = layers.Reshape((-1, 4), name="rpn_bbox_reshape")(x)
     return [rpn_class_logits, rpn_probs, rpn_bbox]

@@ -1,0 +1,39 @@
+"""keras Conv2D whose kernel gradient comes from matrix products on a CPU (same weights, same outputs).
+
+The class is named `Conv2D` on purpose: Keras 3 weight files key the layers of a nested model (the RPN's
+`rpn_model`) by their class name in snake case (`layers/conv2d`, `layers/conv2d_1`, ...), so a class of
+another name would change those keys and every earlier checkpoint would stop loading.
+"""
+import keras
+from keras import layers
+
+from mrcnn_tf.ops.conv_filter_grad import conv2d_matmul_filter_grad, supports, use_matmul_filter_grad
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_tf")
+class Conv2D(layers.Conv2D):
+    """`keras.layers.Conv2D`, training faster on CPUs: the kernel gradient of a stride-1 convolution is
+    computed by `conv2d_matmul_filter_grad` (a sum of tap products) instead of oneDNN's AVX2 kernel, which
+    ran at a third of the forward pass's speed (bench/RESULTS.md). Forward values, the input gradient,
+    the weights (names, shapes) and `get_config` are Conv2D's: COCO and ImageNet files load unchanged.
+
+    The matrix form is used when the layer is traced on a machine where TensorFlow sees no GPU (or
+    MRCNN_TF_CONV_FILTER_GRAD=matmul), for stride 1, no dilation, one group, channels_last and a kernel
+    larger than 1x1; otherwise the layer is exactly Conv2D.
+
+    Args:
+        filters, kernel_size, **kwargs: as `keras.layers.Conv2D`.
+
+    Call arguments:
+        inputs: [N, H, W, C_in].
+
+    Returns:
+        [N, H_out, W_out, filters], as Conv2D.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if (keras.backend.backend() == "tensorflow"
+                and supports(self.kernel_size, self.strides, self.dilation_rate, self.data_format, self.groups)
+                and use_matmul_filter_grad()):
+            return conv2d_matmul_filter_grad(inputs, kernel, self.padding)
+        return super().convolution_op(inputs, kernel)
