@@ -39,7 +39,10 @@ def reference_statistics(model, batches):
     return {name: (np.mean(m, 0), np.mean(v, 0)) for name, (m, v) in stats.items()}
 
 
-def test_statistics_are_the_mean_over_batches(rng):
+@pytest.mark.parametrize("traced", [False, True])
+def test_statistics_are_the_mean_over_batches(rng, traced):
+    import tensorflow as tf
+
     model = small_model()
     model.get_layer("dense").set_weights([rng.normal(size=(3, 4)).astype(np.float32),
                                           rng.normal(size=4).astype(np.float32)])
@@ -49,7 +52,9 @@ def test_statistics_are_the_mean_over_batches(rng):
     kernel_before = model.get_layer("dense").get_weights()
     momenta = [layer.momentum for layer in batch_norm_layers(model)]
 
-    assert recompute_batch_norm_statistics(model, batches) == 5
+    # Traced: one tf.function reused for every batch (the momentum it sees is the same constant each time).
+    forward = tf.function(lambda x: model(x, training=True)) if traced else None
+    assert recompute_batch_norm_statistics(model, batches, forward=forward) == 5
     want = reference_statistics(model, batches)
     bn2 = model.get_layer("nested").get_layer("bn2")
     for layer, name in ((model.get_layer("bn1"), "bn1"), (bn2, "bn2")):
@@ -110,10 +115,10 @@ def test_train_recomputes_before_each_checkpoint(tmp_path, monkeypatch):
     events = []
     recompute, save = precise_bn.recompute_batch_norm_statistics, checkpoints.save_checkpoint
 
-    def spy_recompute(model, batches):
+    def spy_recompute(model, batches, **kwargs):
         batches = list(batches)
         events.append(("recompute", len(batches), len(batches[0])))
-        return recompute(model, batches)
+        return recompute(model, batches, **kwargs)
 
     def spy_save(*args, **kwargs):
         events.append(("save",))
