@@ -38,7 +38,7 @@ def main(argv=None):
 
     import mrcnn_tf  # noqa: F401  (oneDNN on before TensorFlow loads)
     import tensorflow as tf
-    from mrcnn_tf.ops.conv_filter_grad import filter_gradient
+    from mrcnn_tf.ops.conv_filter_grad import filter_gradient, prefers_matmul
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -49,8 +49,10 @@ def main(argv=None):
                                                                   strides=[1, 1, 1, 1], padding="SAME"),
         "taps": lambda x, dy, k: filter_gradient(x, dy, k, "SAME", "taps"),
         "im2col": lambda x, dy, k: filter_gradient(x, dy, k, "SAME", "im2col"),
-        "auto": lambda x, dy, k: filter_gradient(x, dy, k, "SAME"),
     }
+    # What MRCNN_TF_CONV_FILTER_GRAD=auto does on a CPU: TensorFlow's kernel where `prefers_matmul` says no.
+    methods["auto"] = lambda x, dy, k: (filter_gradient(x, dy, k, "SAME") if prefers_matmul(x.shape, k)
+                                        else methods["native"](x, dy, k))
     rng = np.random.default_rng(0)
     print("| convolution | GFLOP | TensorFlow kernel ms | taps ms | im2col ms | auto ms | auto / TensorFlow |")
     print("|---|---|---|---|---|---|---|")

@@ -7,8 +7,9 @@
 One `train_on_batch` of the training model (all layers trainable, frozen BatchNorm as Matterport's
 default TRAIN_BN=False, SGD momentum + global-norm clipping, the five losses + L2 decay) on a fixed
 synthetic 512x512 image with 12 instances; Matterport's training defaults otherwise
-(POST_NMS_ROIS_TRAINING 2000, TRAIN_ROIS_PER_IMAGE 200, 81 classes). The issue's torchvision reference
-is 3.05 s per step. FLOPs: the forward training graph counted by the TF profiler, times 3 for forward
+(POST_NMS_ROIS_TRAINING 2000, TRAIN_ROIS_PER_IMAGE 200, 81 classes). Ratios against torchvision come only
+from bench/compare_torchvision.py (both timed in one run). MRCNN_TF_CONV_FILTER_GRAD=native|matmul compares
+the kernel-gradient paths (ops/conv_filter_grad.py). FLOPs: the forward training graph counted by the TF profiler, times 3 for forward
 + backward (the usual estimate; the backward of a convolution costs about twice its forward).
 """
 import argparse

@@ -125,14 +125,32 @@ class HeldOutEvaluation(keras.callbacks.Callback):
         self._start = None
         self._paused = 0.0
         self._first_epoch = None
+        self._first_step = None  # training seconds when the first step ended (it includes tracing the graph)
 
     def training_seconds(self):
         return time.perf_counter() - self._start - self._paused
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._first_step is None:
+            self._first_step = self.training_seconds()
 
     def on_train_begin(self, logs=None):
         if self._start is None:
             self._start = time.perf_counter()
             self._first_epoch = self.mrcnn.epoch
+
+    def estimate_line(self, seconds, first_step, done):
+        """The time estimate printed after the first epoch: its later steps and epoch end, times the epochs left.
+
+        The first step includes tracing the graph (about a minute on a 2-core CPU), which later epochs
+        do not repeat, so it is left out of the estimate.
+        """
+        steps = int(self.mrcnn.config.STEPS_PER_EPOCH)
+        trace = first_step if first_step is not None and steps > 1 else 0.0
+        per_epoch = (seconds - trace) * steps / max(steps - 1, 1) if trace else seconds
+        left = per_epoch * (self.epochs - done) / 60
+        return (f"  epoch 1 took {seconds:.0f} s on this machine ({trace:.0f} s of it the first step, which traces "
+                f"the graph): about {left:.0f} more minutes of training for the remaining {self.epochs - done} epochs")
 
     def evaluate(self, epoch, logs=None):
         from mrcnn_tf.evaluation.evaluate import evaluate_dataset
@@ -155,11 +173,7 @@ class HeldOutEvaluation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
         if done == self._first_epoch + 1 and done < self.epochs:
-            # The first epoch includes tracing the graph; later ones are a little faster.
-            seconds = self.training_seconds()
-            left = seconds * (self.epochs - done) / 60
-            self.echo(f"  epoch 1 took {seconds:.0f} s on this machine: about {left:.0f} more minutes of "
-                      f"training for the remaining {self.epochs - done} epochs")
+            self.echo(self.estimate_line(self.training_seconds(), self._first_step, done))
         if done % self.score_every == 0 or done >= self.epochs:
             self.evaluate(done, logs)
 

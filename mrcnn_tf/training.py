@@ -18,8 +18,8 @@ import numpy as np
 
 from mrcnn_tf import checkpoints, multi_worker
 from mrcnn_tf.errors import ConfigError, MrcnnError
-# The optimizers live in their own module; `training.build_optimizer` stays their public path.
 from mrcnn_tf.lr_schedule import learning_rate_for
+# The optimizers live in their own module; `training.build_optimizer` stays their public path.
 from mrcnn_tf.optimizers import ReplicaSumClipAdam, ReplicaSumClipSGD, build_optimizer  # noqa: F401
 
 # Matterport's layer groups (regexes matched in full against layer names).

@@ -6,7 +6,7 @@ import numpy as np
 from helpers_model import tiny_config
 from mrcnn_tf import model as modellib
 from mrcnn_tf.cli import main
-from mrcnn_tf.demo import DemoConfig, copy_weights, run_demo
+from mrcnn_tf.demo import DemoConfig, HeldOutEvaluation, copy_weights, run_demo
 
 
 def test_copy_weights_training_to_inference(tmp_path):
@@ -90,3 +90,16 @@ def test_train_datasets_starts_from_given_weights_in_a_new_run(tmp_path, monkeyp
     for a, b in zip(seen["weights"], source.keras_model.get_layer("conv1").get_weights()):
         np.testing.assert_array_equal(a, b)
     assert any("loaded" in line for line in lines)
+
+
+def test_time_estimate_leaves_out_the_traced_first_step():
+    from types import SimpleNamespace
+
+    scorer = SimpleNamespace(mrcnn=SimpleNamespace(config=SimpleNamespace(STEPS_PER_EPOCH=51)), epochs=8)
+    # 160 s for epoch 1, 60 s of it the first step: 100 s for 50 steps -> 102 s per later epoch, 7 left.
+    line = HeldOutEvaluation.estimate_line(scorer, 160.0, 60.0, 1)
+    assert "epoch 1 took 160 s" in line and "60 s of it the first step" in line
+    assert "about 12 more minutes" in line and "remaining 7 epochs" in line
+    # One step per epoch: nothing to subtract, the epoch itself is the estimate.
+    single = SimpleNamespace(mrcnn=SimpleNamespace(config=SimpleNamespace(STEPS_PER_EPOCH=1)), epochs=3)
+    assert "about 4 more minutes" in HeldOutEvaluation.estimate_line(single, 120.0, 120.0, 1)

@@ -17,9 +17,10 @@ class Conv2D(layers.Conv2D):
     ran at a third of the forward pass's speed (bench/RESULTS.md). Forward values, the input gradient,
     the weights (names, shapes) and `get_config` are Conv2D's: COCO and ImageNet files load unchanged.
 
-    The matrix form is used when the layer is traced on a machine where TensorFlow sees no GPU (or
-    MRCNN_TF_CONV_FILTER_GRAD=matmul), for stride 1, no dilation, one group, channels_last and a kernel
-    larger than 1x1; otherwise the layer is exactly Conv2D.
+    The matrix form is used for stride 1, no dilation, one group, channels_last and a kernel larger than
+    1x1, when the layer is traced on a machine where TensorFlow sees no GPU and the shapes are ones where it
+    was measured faster (`prefers_matmul`), or always with MRCNN_TF_CONV_FILTER_GRAD=matmul; otherwise the
+    layer is exactly Conv2D.
 
     Args:
         filters, kernel_size, **kwargs: as `keras.layers.Conv2D`.
@@ -34,6 +35,6 @@ class Conv2D(layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         if (keras.backend.backend() == "tensorflow"
                 and supports(self.kernel_size, self.strides, self.dilation_rate, self.data_format, self.groups)
-                and use_matmul_filter_grad()):
+                and use_matmul_filter_grad(inputs.shape, kernel.shape)):
             return conv2d_matmul_filter_grad(inputs, kernel, self.padding)
         return super().convolution_op(inputs, kernel)

@@ -25,10 +25,14 @@ from mrcnn_tf.errors import MrcnnError
 # MRCNN_TF_CONV_FILTER_GRAD: "auto" (matrix products when TensorFlow sees no GPU), "matmul" or "native".
 POLICY_VARIABLE = "MRCNN_TF_CONV_FILTER_GRAD"
 POLICIES = ("auto", "matmul", "native")
-# Above this the im2col matrix (N*H*W x k*k*C_in floats) is not worth its memory: go tap by tap.
-IM2COL_LIMIT_BYTES = 128 * 2 ** 20
+# Above this the im2col matrix (N*H*W x k*k*C_in floats) is not worth its memory: go tap by tap
+# (ResNet-50's P2 at 512 px, 151 MB, still fits; at 1024 px, 604 MB, it does not).
+IM2COL_LIMIT_BYTES = 256 * 2 ** 20
 # From C_in = 256 the single im2col product beat nine tap products (bench/RESULTS.md); below, taps won.
 IM2COL_MIN_CHANNELS = 256
+# On small maps with fewer input channels (the mask head's 14x14 ROIs at 128 channels) TensorFlow's own
+# kernel was faster (bench/RESULTS.md): "auto" keeps it there.
+SMALL_MAP_PIXELS = 32 * 32
 
 
 class ConvFilterGradError(MrcnnError, ValueError):
@@ -43,13 +47,25 @@ def policy():
     return value
 
 
-def use_matmul_filter_grad():
-    """Whether convolutions built now use `conv2d_matmul_filter_grad` (read when a graph is traced)."""
+def prefers_matmul(input_shape, kernel_shape):
+    """Whether the matrix-product kernel gradient beats TensorFlow's kernel for this convolution (measured:
+    it does on maps of at least SMALL_MAP_PIXELS and for inputs of at least IM2COL_MIN_CHANNELS channels)."""
+    height, width, c_in = input_shape[1], input_shape[2], int(kernel_shape[2])
+    return c_in >= IM2COL_MIN_CHANNELS or height is None or width is None or height * width >= SMALL_MAP_PIXELS
+
+
+def use_matmul_filter_grad(input_shape=None, kernel_shape=None):
+    """Whether a convolution traced now uses `conv2d_matmul_filter_grad`.
+
+    "matmul" always does and "native" never; "auto" does on machines where TensorFlow sees no GPU (cuDNN's
+    kernel gradients are fast) and, given the shapes, where `prefers_matmul` says it pays.
+    """
     chosen = policy()
     if chosen != "auto":
         return chosen == "matmul"
-    # cuDNN's kernel gradients are fast: the matrix-product form is for CPUs.
-    return not tf.config.list_logical_devices("GPU")
+    if tf.config.list_logical_devices("GPU"):
+        return False
+    return input_shape is None or kernel_shape is None or prefers_matmul(input_shape, kernel_shape)
 
 
 def supports(kernel_size, strides, dilation_rate, data_format, groups=1):

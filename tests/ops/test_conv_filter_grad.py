@@ -96,5 +96,12 @@ def test_unknown_policy_is_one_line(monkeypatch):
 def test_auto_policy_uses_matmul_only_without_a_gpu(monkeypatch):
     monkeypatch.setenv(conv_filter_grad.POLICY_VARIABLE, "auto")
     assert conv_filter_grad.use_matmul_filter_grad() == (not tf.config.list_logical_devices("GPU"))
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind: [])
+    # On a CPU: large maps or wide inputs take the matrix products, the mask head's small ROIs do not.
+    assert conv_filter_grad.use_matmul_filter_grad((4, 80, 80, 64), (3, 3, 64, 64)) is True
+    assert conv_filter_grad.use_matmul_filter_grad((4, 10, 10, 512), (3, 3, 512, 512)) is True
+    assert conv_filter_grad.use_matmul_filter_grad((64, 14, 14, 128), (3, 3, 128, 128)) is False
+    assert conv_filter_grad.use_matmul_filter_grad((None, None, None, 64), (3, 3, 64, 64)) is True
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind: ["/GPU:0"])
     assert conv_filter_grad.use_matmul_filter_grad() is False
+    assert conv_filter_grad.use_matmul_filter_grad((4, 80, 80, 64), (3, 3, 64, 64)) is False
