@@ -194,11 +194,20 @@ def test_odd_but_usable_inputs_run_with_one_line_warnings(world, tmp_path, capsy
     ("DETECTON_MIN_CONFIDENCE=0.5", "--set DETECTON_MIN_CONFIDENCE: unknown config key"),
     ("IMAGE_SHAPE=[64,64,3]", "--set IMAGE_SHAPE: derived from other settings"),
     ("NUM_CLASSES", "--set 'NUM_CLASSES': write KEY=VALUE"),
+    ("LEARNING_RATE_SCHEDULE=linear", "Config.LEARNING_RATE_SCHEDULE = 'linear' is invalid: use constant (Matterport) or cosine"),
 ])
 def test_invalid_settings(world, tmp_path, capsys, pair, message):
     code, _, err = run_cli(capsys, "detect", "--logs", world["logs"], "--input", world["image"],
                            "--output", tmp_path / "out", "--set", pair)
     assert_one_line_error(code, err, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_conv_filter_grad_setting(world, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MRCNN_TF_CONV_FILTER_GRAD", "fast")
+    code, _, err = run_cli(capsys, "detect", "--logs", world["logs"], "--input", world["image"],
+                           "--output", tmp_path / "out")
+    assert_one_line_error(code, err, "MRCNN_TF_CONV_FILTER_GRAD='fast' is not a known setting: use auto, matmul or native")
     assert not (tmp_path / "out").exists()
 
 

@@ -7,7 +7,7 @@ another name would change those keys and every earlier checkpoint would stop loa
 import keras
 from keras import layers
 
-from mrcnn_tf.ops.conv_filter_grad import conv2d_matmul_filter_grad, supports, use_matmul_filter_grad
+from mrcnn_tf.ops.conv_filter_grad import conv2d_matmul_filter_grad, policy, supports, use_matmul_filter_grad
 
 
 @keras.saving.register_keras_serializable(package="mrcnn_tf")
@@ -31,6 +31,10 @@ class Conv2D(layers.Conv2D):
     Returns:
         [N, H_out, W_out, filters], as Conv2D.
     """
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        policy()  # a bad MRCNN_TF_CONV_FILTER_GRAD fails here, in one line, before any graph is traced
 
     def convolution_op(self, inputs, kernel):
         if (keras.backend.backend() == "tensorflow"
