@@ -7,7 +7,8 @@ another name would change those keys and every earlier checkpoint would stop loa
 import keras
 from keras import layers
 
-from mrcnn_tf.ops.conv_filter_grad import conv2d_matmul_filter_grad, policy, supports, use_matmul_filter_grad
+from mrcnn_tf.ops.conv_filter_grad import (conv2d_matmul_filter_grad, gradients_recorded, policy, supports,
+                                           use_matmul_filter_grad)
 
 
 @keras.saving.register_keras_serializable(package="mrcnn_tf")
@@ -19,8 +20,9 @@ class Conv2D(layers.Conv2D):
 
     The matrix form is used for stride 1, no dilation, one group, channels_last and a kernel larger than
     1x1, when the layer is traced on a machine where TensorFlow sees no GPU and the shapes are ones where it
-    was measured faster (`prefers_matmul`), or always with MRCNN_TF_CONV_FILTER_GRAD=matmul; otherwise the
-    layer is exactly Conv2D.
+    was measured faster (`prefers_matmul`), or always with MRCNN_TF_CONV_FILTER_GRAD=matmul, and only while a
+    GradientTape records (training steps): inference and PreciseBN's passes are exactly Conv2D, as is
+    every other case.
 
     Args:
         filters, kernel_size, **kwargs: as `keras.layers.Conv2D`.
@@ -39,6 +41,6 @@ class Conv2D(layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         if (keras.backend.backend() == "tensorflow"
                 and supports(self.kernel_size, self.strides, self.dilation_rate, self.data_format, self.groups)
-                and use_matmul_filter_grad(inputs.shape, kernel.shape)):
+                and use_matmul_filter_grad(inputs.shape, kernel.shape) and gradients_recorded()):
             return conv2d_matmul_filter_grad(inputs, kernel, self.padding)
         return super().convolution_op(inputs, kernel)

@@ -1,8 +1,8 @@
 """A 2-D convolution whose kernel gradient is computed as matrix products (CPU training speed).
 
 On an AVX2 CPU, oneDNN's kernel-gradient primitive for 3x3 convolutions (`jit:avx2 backward_weights`)
-reaches 16-45 GFLOP/s where the forward pass and a plain matrix product reach 70-110: it was half of a
-training step, and the 512-wide RPN conv on the stride-4 map alone took 2.4 s of a ResNet-50 step at
+reaches 16-45 GFLOP/s where a plain matrix product reaches ~135: it was 41% of the op time of a BccdConfig
+training step, and the 512-wide RPN conv on the stride-4 map alone took 2.3 s of a ResNet-50 step at
 512 px (bench/RESULTS.md, "Kernel gradients as matrix products"). The kernel gradient of a stride-1
 convolution is a sum over its k*k taps of (shifted input)^T @ (output gradient):
 
@@ -66,6 +66,17 @@ def use_matmul_filter_grad(input_shape=None, kernel_shape=None):
     if tf.config.list_logical_devices("GPU"):
         return False
     return input_shape is None or kernel_shape is None or prefers_matmul(input_shape, kernel_shape)
+
+
+def gradients_recorded():
+    """Whether a GradientTape is recording now (a training step traces under one). Without one (detect,
+    predict, PreciseBN's passes) no kernel gradient is needed, and the plain convolution keeps TensorFlow's
+    conv + bias + relu fusion, which the custom-gradient wrapper would break up."""
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # a TensorFlow without this module: assume a tape, the path stays correct either way
+        return True
+    return bool(record.could_possibly_record())
 
 
 def supports(kernel_size, strides, dilation_rate, data_format, groups=1):

@@ -81,6 +81,10 @@ def test_layer_equals_keras_conv2d_and_takes_the_matmul_path_only_where_it_appli
     for a, b in zip(grads[0][1], grads[1][1]):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
     assert bool(calls) == used
+    # Without a tape (detect, predict) no kernel gradient is needed: the plain convolution runs.
+    calls.clear()
+    np.testing.assert_allclose(tf.function(ours)(x).numpy(), grads[1][0].numpy(), rtol=1e-5, atol=1e-5)
+    assert not calls
     # Same config and weight names as Keras' Conv2D (checkpoints key nested layers by class name).
     assert type(ours).__name__ == "Conv2D" and ours.get_config()["filters"] == 6
     assert [w.path.split("/")[-1] for w in ours.weights] == ["kernel", "bias"]
