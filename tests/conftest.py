@@ -29,6 +29,10 @@ def _seed_everything():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Slow tests first: started early they overlap the rest on the other worker (`-n 2`); collected
-    last (tests/test_multi_worker.py sorts late) one of them ran alone for minutes at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Slow tests and the sample notebooks first: started early they overlap the rest on the other worker
+    (`-n 2`); collected last (tests/test_multi_worker.py sorts late, samples/ after tests/) they ran alone
+    for minutes at the end."""
+    def heavy(item):
+        return item.get_closest_marker("slow") is not None or item.nodeid.endswith(".ipynb")
+
+    items.sort(key=lambda item: not heavy(item))
