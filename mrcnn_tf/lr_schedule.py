@@ -1,9 +1,10 @@
 """Learning-rate schedules for `MaskRCNN.train` (Config.LEARNING_RATE_SCHEDULE).
 
-Matterport kept the rate constant within a `train()` call and lowered it by hand between calls. From
-random weights a constant Adam rate leaves the class head swinging from one majority type to another
-at every epoch (bench/RESULTS.md, "BCCD-WBC"); a rate that warms up and then decays to zero along a
-cosine over the planned steps (detectron2's WarmupCosineLR) ends on a settled model instead.
+Matterport kept the rate constant within a `train()` call and lowered it by hand between calls. "cosine"
+warms the rate up and then decays it to zero along a cosine over the planned steps (detectron2's
+WarmupCosineLR), the usual schedule for short runs from random weights. On BCCD-WBC it did not stop the
+class head from swinging between majority types (bench/RESULTS.md, "BCCD-WBC on the AVX2 CPU"), so no
+preset uses it yet; it is there to be set (`--set LEARNING_RATE_SCHEDULE=cosine`).
 
 The schedule is a function of the global step: the epoch `train()` started at times STEPS_PER_EPOCH,
 plus the optimizer's own step count. A run resumed at epoch k therefore continues on the same curve.
@@ -12,8 +13,6 @@ import math
 
 import keras
 from keras import ops
-
-SCHEDULES = ("constant", "cosine")
 
 
 @keras.saving.register_keras_serializable(package="mrcnn_tf")
