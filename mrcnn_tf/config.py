@@ -102,6 +102,9 @@ class Config:
     # > 0: repeat-factor sampling of training images (LVIS / detectron2): an image whose rarest class is in
     # a share f < t of the images is shown about sqrt(t / f) times per pass (mrcnn_tf/data/sampling.py).
     REPEAT_FACTOR_THRESHOLD = 0.0
+    # > 1: every training image is a k x k mosaic of k * k training images, each cropped to 1/k of the
+    # side around its cells (mrcnn_tf/data/mosaic.py): k * k times the cells per step at the same cost.
+    MOSAIC_TILES = 1
     # Augmentation applied by `mrcnn-tf train`, the demo and the benchmarks: "lisc", "bccd" or "none"
     # (mrcnn_tf/data/augment.py). `MaskRCNN.train` takes its `augmentation` argument as Matterport's did.
     AUGMENTATION = "lisc"
@@ -149,7 +152,7 @@ class Config:
                      "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE", "IMAGE_CHANNEL_COUNT",
                      "TRAIN_ROIS_PER_IMAGE", "POOL_SIZE", "MASK_POOL_SIZE", "MAX_GT_INSTANCES",
                      "DETECTION_MAX_INSTANCES", "FPN_CLASSIF_FC_LAYERS_SIZE", "TOP_DOWN_PYRAMID_SIZE",
-                     "RPN_CONV_CHANNELS", "MASK_HEAD_CHANNELS"):
+                     "RPN_CONV_CHANNELS", "MASK_HEAD_CHANNELS", "MOSAIC_TILES"):
             positive_int(name)
         if self.AUGMENTATION not in ("lisc", "bccd", "none"):
             fail("AUGMENTATION", "use lisc, bccd or none")

@@ -19,6 +19,7 @@ def test_bccd_preset_is_registered_and_cpu_sized():
     assert list(config.IMAGE_SHAPE) == [320, 320, 3] and config.BACKBONE == "resnet18"
     assert config.TRAIN_BN is None and config.BN_STATS_BATCHES > 0  # from scratch: BatchNorm trains
     assert config.REPEAT_FACTOR_THRESHOLD > 0 and config.AUGMENTATION == "bccd"
+    assert config.MOSAIC_TILES == 2 and config.MAX_GT_INSTANCES >= 4  # four fields of one or two cells
 
 
 def test_augmentation_follows_the_config():
@@ -47,3 +48,4 @@ def test_train_with_the_bccd_preset_on_real_fields(tmp_path, capsys):
     [checkpoint] = logs.glob("bccd*/mask_rcnn_bccd_0001.weights.h5")
     saved = checkpoint.with_name("mask_rcnn_bccd_0001.config.json").read_text()
     assert '"REPEAT_FACTOR_THRESHOLD": 0.3' in saved and '"AUGMENTATION": "bccd"' in saved
+    assert '"MOSAIC_TILES": 2' in saved

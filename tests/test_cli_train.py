@@ -67,7 +67,7 @@ def test_bad_schedule_and_missing_weights_file_are_one_line_errors(tmp_path, cap
 
 
 # ------------------------------------------------------------------------------------- through the real command
-TINY_SET = ["IMAGE_MIN_DIM=64", "IMAGE_MAX_DIM=64", "RPN_ANCHOR_SCALES=[8,16,32,64,128]",
+TINY_SET = ["BACKBONE=resnet18", "IMAGE_MIN_DIM=64", "IMAGE_MAX_DIM=64", "RPN_ANCHOR_SCALES=[8,16,32,64,128]",
             "RPN_TRAIN_ANCHORS_PER_IMAGE=32", "PRE_NMS_LIMIT=300", "POST_NMS_ROIS_TRAINING=40",
             "TRAIN_ROIS_PER_IMAGE=12", "MAX_GT_INSTANCES=4", "MINI_MASK_SHAPE=[28,28]", "FPN_CLASSIF_FC_LAYERS_SIZE=64",
             "TOP_DOWN_PYRAMID_SIZE=64", "STEPS_PER_EPOCH=1", "VALIDATION_STEPS=1", "IMAGES_PER_GPU=2"]

@@ -12,7 +12,9 @@ from mrcnn_tf.graph_inspection import GraphStage
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return modellib.MaskRCNN("inference", tiny_config(IMAGES_PER_GPU=2), str(tmp_path_factory.mktemp("logs")))
+    # ResNet-50: the notebook cells read its layers by name (res4f_out).
+    return modellib.MaskRCNN("inference", tiny_config(BACKBONE="resnet50", IMAGES_PER_GPU=2),
+                             str(tmp_path_factory.mktemp("logs")))
 
 
 @pytest.fixture

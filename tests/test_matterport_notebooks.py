@@ -484,7 +484,8 @@ def test_inspect_data_cells_run(dataset, capsys):
 def test_inspect_model_cells_run(dataset, tmp_path, capsys):
     from mrcnn_tf import model as modellib
 
-    config = tiny_config(NUM_CLASSES=4, DETECTION_MAX_INSTANCES=40, DETECTION_MIN_CONFIDENCE=0.3)
+    # ResNet-50: the notebook reads activations of its layers by name (res4f_out).
+    config = tiny_config(BACKBONE="resnet50", NUM_CLASSES=4, DETECTION_MAX_INSTANCES=40, DETECTION_MIN_CONFIDENCE=0.3)
     model = modellib.MaskRCNN(mode="inference", config=config, model_dir=str(tmp_path))
     # Random weights would call every ROI background; a low background bias gives the cells detections.
     dense = model.keras_model.get_layer("mrcnn_class_logits").layer

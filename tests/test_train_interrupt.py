@@ -14,7 +14,7 @@ import pytest
 
 from mrcnn_tf.checkpoints import checkpoint_epoch, config_path_for
 
-TINY = {"IMAGE_MIN_DIM": 64, "IMAGE_MAX_DIM": 64, "RPN_ANCHOR_SCALES": "[8,16,32,64,128]",
+TINY = {"BACKBONE": "resnet18", "IMAGE_MIN_DIM": 64, "IMAGE_MAX_DIM": 64, "RPN_ANCHOR_SCALES": "[8,16,32,64,128]",
         "RPN_TRAIN_ANCHORS_PER_IMAGE": 32, "PRE_NMS_LIMIT": 300, "POST_NMS_ROIS_TRAINING": 40,
         "TRAIN_ROIS_PER_IMAGE": 12, "MAX_GT_INSTANCES": 4, "MINI_MASK_SHAPE": "[28,28]",
         "FPN_CLASSIF_FC_LAYERS_SIZE": 32, "TOP_DOWN_PYRAMID_SIZE": 32, "STEPS_PER_EPOCH": 1,

@@ -9,6 +9,7 @@ import math
 import keras
 import numpy as np
 
+from mrcnn_tf.data.mosaic import load_mosaic_gt
 from mrcnn_tf.data.sampling import RepeatFactorOrder, image_class_ids, repeat_factors
 from mrcnn_tf.data.targets import build_rpn_targets, generate_random_rois, load_image_gt
 from mrcnn_tf.errors import DatasetError
@@ -55,13 +56,15 @@ class DataGenerator(keras.utils.PyDataset):
         steps: batches per epoch (default: one pass, ceil(images / batch_size)); an epoch may span passes.
         seed: seed of the order and of all random draws (None: a random one).
         no_augmentation_sources: dataset sources whose images are never augmented.
+        mosaic_tiles: k > 1 makes every image a k x k mosaic of the next k * k images of the stream, each
+            cropped around its cells (data/mosaic.py); default Config.MOSAIC_TILES when shuffling, else 1.
         workers, use_multiprocessing, max_queue_size: as `keras.utils.PyDataset` (workers > 1 prefetch
             in threads or processes; with workers = 1 tf.data prefetches).
     """
 
     def __init__(self, dataset, config, shuffle=True, augmentation=None, augment=False, random_rois=0,
                  batch_size=None, steps=None, seed=0, no_augmentation_sources=None, workers=1,
-                 use_multiprocessing=False, max_queue_size=10):
+                 use_multiprocessing=False, max_queue_size=10, mosaic_tiles=None):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         self.dataset = dataset
         self.config = config
@@ -74,6 +77,9 @@ class DataGenerator(keras.utils.PyDataset):
         self.seed = int(np.random.SeedSequence().entropy) if seed is None else int(seed)
         self.no_augmentation_sources = set(no_augmentation_sources or ())
         self.epoch = 0
+        if mosaic_tiles is None:
+            mosaic_tiles = getattr(config, "MOSAIC_TILES", 1) if self.shuffle else 1
+        self.mosaic_tiles = int(mosaic_tiles)
         # Images known to have no instance (a verified LiscDataset records class_ids) never enter the order.
         self.image_ids = np.array([i for i in dataset.image_ids
                                    if dataset.image_info[i].get("class_ids", None) != []], dtype=np.int64)
@@ -120,8 +126,11 @@ class DataGenerator(keras.utils.PyDataset):
 
     def _image_at(self, position):
         """Internal image id at a position of the epoch's stream (passes over the dataset back to back)."""
+        return self._stream_image(self.epoch * self.steps * self.batch_size + position)
+
+    def _stream_image(self, stream):
+        """Internal image id at a position of the whole run's stream."""
         n = self.image_ids.size
-        stream = self.epoch * self.steps * self.batch_size + position
         if self._repeat_order is not None:
             return self._repeat_order.image_at(stream)
         pass_index, offset = divmod(stream, n)
@@ -137,16 +146,23 @@ class DataGenerator(keras.utils.PyDataset):
             dict with image, image_meta, class_ids, boxes, masks, rpn_match, rpn_bbox (and rpn_rois).
         """
         config = self.config
-        image_id = self._image_at(position)
         # Draws vary by epoch for training; a validation generator (no shuffle, no augmentation) gives the
         # same batches, RPN anchor samples included, every epoch so its losses are comparable.
         varying = self.shuffle or self.augment or self.augmentation is not None
         rng = np.random.default_rng([self.seed, self.epoch if varying else 0, position, 1])
-        source = self.dataset.image_info[image_id]["source"]
-        augmentation = None if source in self.no_augmentation_sources else self.augmentation
-        image, meta, class_ids, boxes, masks = load_image_gt(
-            self.dataset, config, image_id, augment=self.augment, augmentation=augmentation,
-            use_mini_mask=config.USE_MINI_MASK, rng=rng)
+        if self.mosaic_tiles > 1:
+            # Mosaic i holds the stream's images k*k*i .. k*k*i + k*k - 1: each pass still shows every image.
+            tiles = self.mosaic_tiles ** 2
+            stream = self.epoch * self.steps * self.batch_size + position
+            image_ids = [self._stream_image(stream * tiles + j) for j in range(tiles)]
+            image, meta, class_ids, boxes, masks = load_mosaic_gt(
+                self.dataset, config, image_ids, self.mosaic_tiles, self._augmentation_for, augment=self.augment,
+                use_mini_mask=config.USE_MINI_MASK, rng=rng)
+        else:
+            image_id = self._image_at(position)
+            image, meta, class_ids, boxes, masks = load_image_gt(
+                self.dataset, config, image_id, augment=self.augment, augmentation=self._augmentation_for(image_id),
+                use_mini_mask=config.USE_MINI_MASK, rng=rng)
         if not np.any(class_ids > 0):
             return None
         if class_ids.shape[0] > config.MAX_GT_INSTANCES:
@@ -159,6 +175,10 @@ class DataGenerator(keras.utils.PyDataset):
         if self.random_rois:
             out["rpn_rois"] = generate_random_rois(image.shape, self.random_rois, class_ids, boxes, rng=rng)
         return out
+
+    def _augmentation_for(self, image_id):
+        source = self.dataset.image_info[image_id]["source"]
+        return None if source in self.no_augmentation_sources else self.augmentation
 
     def inputs(self, index):
         """The input tuple of batch `index` (see the class docstring)."""
