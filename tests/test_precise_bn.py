@@ -136,13 +136,3 @@ def test_train_recomputes_before_each_checkpoint(tmp_path, monkeypatch):
     reloaded = MaskRCNN("training", config, tmp_path / "logs")
     reloaded.load_weights(reloaded.find_last(), by_name=True, verbose=0)
     np.testing.assert_array_equal(np.array(reloaded.keras_model.get_layer("bn_conv1").moving_variance), stats)
-
-
-def test_no_recomputation_by_default(tmp_path, monkeypatch):
-    from mrcnn_tf import precise_bn
-
-    monkeypatch.setattr(precise_bn, "recompute_batch_norm_statistics", lambda *a: pytest.fail("recomputed"))
-    config = tiny_config(TRAIN_BN=None, STEPS_PER_EPOCH=1, VALIDATION_STEPS=1)
-    assert config.BN_STATS_BATCHES == 0  # Matterport keeps the moving averages of training
-    MaskRCNN("training", config, tmp_path / "logs").train(boxes_dataset(), boxes_dataset(), 0.001, epochs=1,
-                                                          layers="heads")

@@ -77,10 +77,15 @@ def csv_rows(run_dir):
         return list(csv.DictReader(f))
 
 
-def test_staged_training_nan_stop_and_resume(tmp_path):
+def test_staged_training_nan_stop_and_resume(tmp_path, monkeypatch):
+    from mrcnn_tf import precise_bn
+
     keras.utils.set_random_seed(3)
     # Two images per batch: the pipeline, the graph and the losses all see a real batch.
     config = tiny_config(TRAIN_BN=True, IMAGES_PER_GPU=2, STEPS_PER_EPOCH=1, VALIDATION_STEPS=1)
+    # BatchNorm statistics are never recomputed by default: Matterport keeps the moving averages of training.
+    assert config.BN_STATS_BATCHES == 0
+    monkeypatch.setattr(precise_bn, "recompute_batch_norm_statistics", lambda *a, **k: pytest.fail("recomputed"))
     data = boxes_dataset()
     logs = tmp_path / "logs"
     model = MaskRCNN("training", config, logs)
