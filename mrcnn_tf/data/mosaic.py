@@ -13,7 +13,7 @@ import numpy as np
 
 from mrcnn_tf.data.targets import load_image_gt
 from mrcnn_tf.ops.boxes import extract_bboxes
-from mrcnn_tf.ops.image import compose_image_meta
+from mrcnn_tf.ops.image import compose_image_meta, parse_image_meta
 from mrcnn_tf.ops.masks import minimize_mask
 
 
@@ -44,7 +44,7 @@ def crop_origin(masks, window, crop_shape, rng):
         y1, y2 = 0, height
     if x2 - x1 < w:
         x1, x2 = 0, width
-    if masks.shape[-1] and masks.any():
+    if masks.any():
         rows, cols = np.flatnonzero(masks.any(axis=(1, 2))), np.flatnonzero(masks.any(axis=(0, 2)))
         cells = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     else:
@@ -118,7 +118,7 @@ def load_mosaic_gt(dataset, config, image_ids, per_side, augmentation_for_image,
                                                    augmentation=augmentation_for_image(image_id),
                                                    use_mini_mask=False, rng=rng)
         tiles.append((image, masks, ids, content_window(image)))
-        active |= meta[12:].astype(np.int32)
+        active |= parse_image_meta(meta)["active_class_ids"][0]
     image, masks, class_ids = compose_mosaic(tiles, per_side, rng)
     bbox = extract_bboxes(masks).astype(np.int32)
     if use_mini_mask:

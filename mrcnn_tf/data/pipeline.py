@@ -126,7 +126,11 @@ class DataGenerator(keras.utils.PyDataset):
 
     def _image_at(self, position):
         """Internal image id at a position of the epoch's stream (passes over the dataset back to back)."""
-        return self._stream_image(self.epoch * self.steps * self.batch_size + position)
+        return self._stream_image(self._stream_position(position))
+
+    def _stream_position(self, position):
+        """Position in the whole run's stream of a position in this epoch's."""
+        return self.epoch * self.steps * self.batch_size + position
 
     def _stream_image(self, stream):
         """Internal image id at a position of the whole run's stream."""
@@ -153,7 +157,7 @@ class DataGenerator(keras.utils.PyDataset):
         if self.mosaic_tiles > 1:
             # Mosaic i holds the stream's images k*k*i .. k*k*i + k*k - 1: each pass still shows every image.
             tiles = self.mosaic_tiles ** 2
-            stream = self.epoch * self.steps * self.batch_size + position
+            stream = self._stream_position(position)
             image_ids = [self._stream_image(stream * tiles + j) for j in range(tiles)]
             image, meta, class_ids, boxes, masks = load_mosaic_gt(
                 self.dataset, config, image_ids, self.mosaic_tiles, self._augmentation_for, augment=self.augment,
