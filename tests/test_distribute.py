@@ -33,7 +33,9 @@ SCRIPT = textwrap.dedent("""
     from mrcnn_tf import model as modellib
 
     def config(images, gpus):
-        return tiny_config(USE_RPN_ROIS=False, POST_NMS_ROIS_TRAINING=4, IMAGES_PER_GPU=images, GPU_COUNT=gpus,
+        # ResNet-50: the step-difference bound below was measured on it (~1.3%); ResNet-18's smaller steps
+        # put float32 summation-order rounding near 5%.
+        return tiny_config(BACKBONE="resnet50", USE_RPN_ROIS=False, POST_NMS_ROIS_TRAINING=4, IMAGES_PER_GPU=images, GPU_COUNT=gpus,
                            LEARNING_RATE=0.01)
 
     def deterministic_batch(cfg):
