@@ -39,10 +39,12 @@ def synthetic_batch(config, seed=0):
     size = int(config.IMAGE_SHAPE[0])
     image = synthetic_image(size, seed)
     yy, xx = np.mgrid[:size, :size]
-    count = 12
+    count = min(12, config.MAX_GT_INSTANCES)
+    # Discs of radius 12-40 px at 512 px, scaled with the image (bench/first_step.py runs 64 px).
+    margin, low, high = min(40, size // 8), max(3, 12 * size // 512), max(5, 40 * size // 512)
     masks = np.zeros((size, size, count), bool)
     for i in range(count):
-        cy, cx, r = rng.integers(40, size - 40), rng.integers(40, size - 40), rng.integers(12, 40)
+        cy, cx, r = rng.integers(margin, size - margin), rng.integers(margin, size - margin), rng.integers(low, high)
         masks[..., i] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
     class_ids = rng.integers(1, config.NUM_CLASSES, size=count).astype(np.int32)
     boxes = extract_bboxes(masks)

@@ -9,6 +9,7 @@ Shapes use B = images per batch, A = anchors, R = RPN_TRAIN_ANCHORS_PER_IMAGE, T
 (TRAIN_ROIS_PER_IMAGE), NC = NUM_CLASSES. Box deltas are (dy, dx, log dh, log dw) already divided
 by the std-dev, so no coordinate convention applies.
 """
+import numpy as np
 import tensorflow as tf
 
 
@@ -178,7 +179,9 @@ def l2_weight_decay(trainable_weights, decay):
         if "gamma" in name or "beta" in name:
             continue
         value = _float(weight)
-        terms.append(decay * tf.reduce_sum(tf.square(value)) / tf.cast(tf.size(value), tf.float32))
+        # L2Loss (sum(w^2) / 2) is one kernel forward and one multiply backward: a few hundred
+        # weights make this sum, so its op count is part of every traced training step.
+        terms.append(tf.nn.l2_loss(value) * (2.0 * decay / max(int(np.prod(weight.shape)), 1)))
     if not terms or decay == 0:
         return tf.constant(0.0)
     return tf.add_n(terms)

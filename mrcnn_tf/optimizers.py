@@ -22,27 +22,65 @@ class _ReplicaSumClip:
     """
 
     def _clip_gradients(self, grads):
-        if self.global_clipnorm and _replicas() > 1:
+        if not self.global_clipnorm or self.clipnorm or self.clipvalue or keras.backend.backend() != "tensorflow":
+            return super()._clip_gradients(grads)
+        if _replicas() > 1:
             return grads  # clipped in _all_reduce_sum_gradients, after the sum
-        return super()._clip_gradients(grads)
+        return _clip_by_global_norm(grads, self.global_clipnorm)
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         reduced = super()._all_reduce_sum_gradients(grads_and_vars)
         if not self.global_clipnorm or _replicas() <= 1:
             return reduced
-        import tensorflow as tf
+        clipped = _clip_by_global_norm([g for g, _ in reduced], self.global_clipnorm)
+        return [(g, v) for g, (_, v) in zip(clipped, reduced)]
 
-        present = [i for i, (g, _) in enumerate(reduced) if g is not None]
-        clipped, _ = tf.clip_by_global_norm([reduced[i][0] for i in present], self.global_clipnorm)
-        reduced = list(reduced)
-        for i, g in zip(present, clipped):
-            reduced[i] = (g, reduced[i][1])
-        return reduced
+
+def _clip_by_global_norm(grads, clip_norm):
+    """`tf.clip_by_global_norm` over the gradients present (None stays None).
+
+    Keras' own clipping computes the norm as square, constant and sum per tensor; TensorFlow's takes
+    one L2Loss kernel per tensor: the same scale, fewer graph nodes to trace in every training step.
+    """
+    import tensorflow as tf
+
+    present = [i for i, g in enumerate(grads) if g is not None]
+    clipped, _ = tf.clip_by_global_norm([grads[i] for i in present], clip_norm)
+    grads = list(grads)
+    for i, g in zip(present, clipped):
+        grads[i] = g
+    return grads
 
 
 @keras.saving.register_keras_serializable(package="mrcnn_tf")
 class ReplicaSumClipSGD(_ReplicaSumClip, keras.optimizers.SGD):
-    """keras.optimizers.SGD with `_ReplicaSumClip` (Matterport's optimizer)."""
+    """keras.optimizers.SGD with `_ReplicaSumClip` (Matterport's optimizer), one fused op per variable.
+
+    Keras 3 writes the momentum update as five graph ops per variable (two multiplies, a subtract,
+    two assigns), each a pass over the weights; TensorFlow's ``ResourceApplyKerasMomentum`` is the
+    same update, ``m = m * momentum - lr * g; w += m`` (``w += m * momentum - lr * g`` with Nesterov),
+    in one kernel. For ResNet-50 FPN that is ~1,000 graph nodes fewer to trace and optimise, and
+    one pass over 45M weights instead of five per step. Sparse gradients, mixed dtypes and the other
+    backends keep Keras' own update.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        import tensorflow as tf
+
+        fused = (self.momentum != 0 and keras.backend.backend() == "tensorflow"
+                 and not isinstance(gradient, tf.IndexedSlices) and gradient.dtype == variable.dtype)
+        if not fused:
+            return super().update_step(gradient, variable, learning_rate)
+        accumulator = self.momentums[self._get_variable_index(variable)]
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=_handle(variable), accum=_handle(accumulator), lr=tf.cast(learning_rate, variable.dtype),
+            grad=gradient, momentum=tf.cast(self.momentum, variable.dtype), use_nesterov=bool(self.nesterov))
+
+
+def _handle(variable):
+    """The resource handle of a Keras or tf.Variable (inside tf.distribute's update: this device's copy)."""
+    value = variable.value if isinstance(variable, keras.Variable) else variable
+    return value.handle
 
 
 @keras.saving.register_keras_serializable(package="mrcnn_tf")

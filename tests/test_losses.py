@@ -217,3 +217,38 @@ def test_build_optimizer_sgd_and_adam_clip_by_global_norm():
             np.testing.assert_allclose(step, expected, rtol=1e-5)  # SGD: lr * clipped gradient
         else:
             np.testing.assert_allclose(step, 0.2, rtol=1e-3)  # Adam's first step: lr per coordinate
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_fused_momentum_matches_a_numpy_reference_and_keras(rng, nesterov):
+    """ReplicaSumClipSGD's one-op update against plain momentum SGD in numpy and Keras' own SGD."""
+    import tensorflow as tf
+
+    from mrcnn_tf.optimizers import ReplicaSumClipSGD
+
+    shapes = [(3, 3, 2, 4), (4,), (1,)]
+    start = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    grads = [[rng.normal(size=s).astype(np.float32) for s in shapes] for _ in range(4)]
+    lr, momentum = 0.05, 0.9
+    fused = [keras.Variable(w) for w in start]
+    plain = [keras.Variable(w) for w in start]
+    ours = ReplicaSumClipSGD(learning_rate=lr, momentum=momentum, nesterov=nesterov)
+    theirs = keras.optimizers.SGD(learning_rate=lr, momentum=momentum, nesterov=nesterov)
+    step = tf.function(lambda g: ours.apply(g, fused))  # traced, as in training
+    want, velocity = [w.astype(np.float64) for w in start], [np.zeros(s) for s in shapes]
+    for g in grads:
+        step(g)
+        theirs.apply(g, plain)
+        for i, gi in enumerate(g):
+            velocity[i] = momentum * velocity[i] - lr * gi
+            want[i] += momentum * velocity[i] - lr * gi if nesterov else velocity[i]
+    for f, p, w in zip(fused, plain, want):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(f), w, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(f), keras.ops.convert_to_numpy(p), rtol=1e-6, atol=1e-7)
+    assert int(ours.iterations) == len(grads)
+    kinds = [op.type for op in step.get_concrete_function(grads[0]).graph.get_operations()]
+    assert kinds.count("ResourceApplyKerasMomentum") == len(shapes)  # the fused kernel, one per variable
+    # No momentum: Keras' plain update (nothing to fuse); still the reference.
+    variable = keras.Variable(start[1])
+    ReplicaSumClipSGD(learning_rate=lr, momentum=0.0).apply([grads[0][1]], [variable])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), start[1] - lr * grads[0][1], rtol=1e-6)

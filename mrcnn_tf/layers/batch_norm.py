@@ -54,7 +54,41 @@ class BatchNorm(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if self.train_bn is not None:
             training = self.train_bn
+        if self._fusable(inputs, training, mask):
+            return self._fused_call(inputs, bool(training) and self.trainable)
         return super().call(inputs, training=training, mask=mask)
+
+    def _fusable(self, inputs, training, mask):
+        """TensorFlow's fused kernel applies: 4-D channels-last input, plain BN, a Python `training`."""
+        return (keras.backend.backend() == "tensorflow" and mask is None and len(inputs.shape) == 4
+                and self.axis in (-1, 3) and self.scale and self.center and not self.renorm
+                and not self.synchronized and (training is None or isinstance(training, bool)))
+
+    def _fused_call(self, inputs, use_batch_statistics):
+        """Keras' BatchNormalization through one ``FusedBatchNormV3`` kernel (and its one gradient kernel).
+
+        Keras 3 writes BatchNorm as separate elementwise ops (about ten graph nodes, three passes over
+        the activations forward and more backward); the fused kernel is one pass, and Grappler's remapper
+        can fold a frozen BatchNorm into the convolution before it. Same results as Keras' path
+        (tests/layers/test_batch_norm.py): float32 arithmetic, and the moving statistics updated with the
+        biased batch variance as Keras does (the kernel returns the n/(n-1)-corrected one).
+        """
+        import tensorflow as tf
+
+        x = tf.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        gamma, beta = tf.cast(self.gamma, x.dtype), tf.cast(self.beta, x.dtype)
+        if not use_batch_statistics:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=tf.cast(self.moving_mean, x.dtype),
+                variance=tf.cast(self.moving_variance, x.dtype), epsilon=self.epsilon, is_training=False)
+            return tf.cast(y, self.compute_dtype)
+        y, mean, corrected = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon, is_training=True)
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
+        variance = corrected * (tf.maximum(count - 1.0, 1.0) / tf.maximum(count, 1.0))
+        momentum = self.momentum  # a Python float read at trace time (PreciseBN sets 0 for its passes)
+        self.moving_mean.assign(tf.cast(self.moving_mean, x.dtype) * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(tf.cast(self.moving_variance, x.dtype) * momentum + variance * (1.0 - momentum))
+        return tf.cast(y, self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

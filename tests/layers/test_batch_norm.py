@@ -120,3 +120,63 @@ def test_functional_model_shapes_with_batch_none():
     model, _ = build(train_bn_call=False, channels=5)
     assert tuple(model.output.shape) == (None, 4, 4, 5)
     assert [w.name for w in model.layers[1].weights] == ["gamma", "beta", "moving_mean", "moving_variance"]
+
+
+def keras_reference_step(layer, x, training):
+    """Output, gradients (x, gamma, beta) and updated moving statistics through Keras' own BatchNorm code."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = keras.layers.BatchNormalization.call(layer, x, training=training)
+        loss = tf.reduce_sum(y * tf.cos(y))
+    grads = tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+    return [y, *grads, layer.moving_mean.value, layer.moving_variance.value]
+
+
+def fused_step(layer, x, training):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer.call(x, training=training)
+        loss = tf.reduce_sum(y * tf.cos(y))
+    grads = tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+    return [y, *grads, layer.moving_mean.value, layer.moving_variance.value]
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("shape", [(3, 5, 4, 6), (1, 1, 1, 6), (8, 1, 1, 6)])
+def test_fused_kernel_matches_keras_batch_norm(rng, training, shape):
+    """The one-kernel path: outputs, gradients and moving statistics as Keras' elementwise BatchNorm."""
+    import tensorflow as tf
+
+    results = []
+    for step in (keras_reference_step, fused_step):
+        layer = BatchNorm(epsilon=EPS, momentum=0.9)
+        layer.build(shape)
+        set_weights(layer, np.random.default_rng(5), shape[-1])
+        x = tf.constant(np.random.default_rng(6).normal(1.5, 2.0, size=shape).astype(np.float32))
+        results.append([np.asarray(t) for t in tf.function(lambda v: step(layer, v, training))(x)])
+    names = ["output", "dx", "dgamma", "dbeta", "moving_mean", "moving_variance"]
+    for name, want, got in zip(names, *results):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4, err_msg=name)
+    layer = BatchNorm(epsilon=EPS)
+    layer.build(shape)
+    graph = tf.function(lambda v: layer(v, training=training)).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32)).graph
+    assert "FusedBatchNormV3" in [op.type for op in graph.get_operations()]
+
+
+def test_fused_kernel_on_an_empty_batch_and_half_precision(rng):
+    layer = BatchNorm(epsilon=EPS)
+    layer.build((None, 4, 4, 3))
+    set_weights(layer, rng, 3)
+    assert tuple(layer(np.zeros((0, 4, 4, 3), np.float32), training=False).shape) == (0, 4, 4, 3)
+    half = BatchNorm(epsilon=EPS, dtype="mixed_float16")
+    half.build((2, 4, 4, 3))
+    set_weights(half, rng, 3)
+    x = rng.normal(size=(2, 4, 4, 3)).astype(np.float16)
+    y = half(x, training=False)
+    assert y.dtype == "float16"
+    np.testing.assert_allclose(np.asarray(y, np.float32), ref_inference(x.astype(np.float32), half), atol=2e-2)
