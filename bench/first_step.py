@@ -2,6 +2,7 @@
 
     python bench/first_step.py                         # the tests' tiny config (ResNet-18, 64 px)
     python bench/first_step.py --backbone resnet50 --size 256 --rois 200
+    python bench/first_step.py --config demo          # the demo's own step (batch 4, BatchNorm trained, Adam)
 
 Every `mrcnn-tf train` pays the first step once per traced graph (training, validation, PreciseBN),
 and the test suite pays it in every training test: it is TensorFlow tracing the Python code into a
@@ -22,7 +23,7 @@ from infer import header, load, set_threads, timed  # noqa: E402
 from train_step import synthetic_batch  # noqa: E402
 
 
-def tiny_config(backbone, size, rois):
+def tiny_config(backbone, size, rois, optimizer="sgd"):
     """The tests' tiny training config (tests/helpers_model.py TINY) at `size` px."""
     from mrcnn_tf.config import Config
 
@@ -30,7 +31,8 @@ def tiny_config(backbone, size, rois):
                       IMAGE_RESIZE_MODE="square", IMAGE_MIN_DIM=size, IMAGE_MAX_DIM=size,
                       RPN_ANCHOR_SCALES=(8, 16, 32, 64, 128), RPN_TRAIN_ANCHORS_PER_IMAGE=32, PRE_NMS_LIMIT=300,
                       POST_NMS_ROIS_TRAINING=max(40, 2 * rois), TRAIN_ROIS_PER_IMAGE=rois, MAX_GT_INSTANCES=4,
-                      MINI_MASK_SHAPE=(28, 28), FPN_CLASSIF_FC_LAYERS_SIZE=32, TOP_DOWN_PYRAMID_SIZE=32)
+                      MINI_MASK_SHAPE=(28, 28), FPN_CLASSIF_FC_LAYERS_SIZE=32, TOP_DOWN_PYRAMID_SIZE=32,
+                      OPTIMIZER=optimizer)
     return type("FirstStepConfig", (Config,), attributes)()
 
 
@@ -44,12 +46,26 @@ def node_count(keras_model, batch):
 
 
 def run(args):
+    import numpy as np
+
     set_threads(args.threads)
+    if args.grappler:
+        import tensorflow as tf
+
+        # "remapping=off", "disable_meta_optimizer=on", ...: what one Grappler pass costs and buys.
+        tf.config.optimizer.set_experimental_options(
+            {k: v == "on" for k, v in (pair.split("=") for pair in args.grappler)})
     from mrcnn_tf import model as modellib
 
     print(header("bench/first_step.py", args))
-    config = tiny_config(args.backbone, args.size, args.rois)
-    batch = synthetic_batch(config)
+    if args.config:
+        from mrcnn_tf.presets import make_config
+
+        config = make_config(args.config)  # a preset's own step: its backbone, size, batch, BatchNorm, optimizer
+    else:
+        config = tiny_config(args.backbone, args.size, args.rois, args.optimizer)
+    images = [synthetic_batch(config, seed) for seed in range(config.BATCH_SIZE)]
+    batch = [np.concatenate(parts) for parts in zip(*images)]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as logs:
         mrcnn = modellib.MaskRCNN(mode="training", config=config, model_dir=logs)
@@ -62,7 +78,10 @@ def run(args):
     nodes = node_count(mrcnn.keras_model, batch) if args.nodes else None
     print(f"model build + compile {built:.1f} s; first step {first:.1f} s; steady step {step:.3f} s; "
           f"graph nodes {nodes}")
-    print(f"SUMMARY first_step {datetime.date.today()} {args.backbone} size={args.size} rois={args.rois}: "
+    grappler = f" grappler={','.join(args.grappler)}" if args.grappler else ""
+    work = (f"config={args.config}" if args.config else
+            f"{args.backbone} size={args.size} rois={args.rois} {args.optimizer}")
+    print(f"SUMMARY first_step {datetime.date.today()} {work}{grappler}: "
           f"build {built:.1f} s, first step {first:.1f} s (trace and optimise {first - step:.1f} s), "
           f"step {step:.3f} s, load {load():.1f}")
 
@@ -74,7 +93,12 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--rois", type=int, default=12, help="TRAIN_ROIS_PER_IMAGE")
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--config", help="time a preset's step instead (demo, bccd, lisc); the options above "
+                        "then do not apply")
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="Config.OPTIMIZER")
     parser.add_argument("--nodes", action="store_true", help="also count the traced graph's nodes")
+    parser.add_argument("--grappler", action="append", default=[], metavar="OPTION=on|off",
+                        help="a tf.config.optimizer experimental option (repeatable), e.g. layout_optimizer=off")
     run(parser.parse_args(argv))
 
 

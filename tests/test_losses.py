@@ -252,3 +252,42 @@ def test_sgd_fused_momentum_matches_a_numpy_reference_and_keras(rng, nesterov):
     variable = keras.Variable(start[1])
     ReplicaSumClipSGD(learning_rate=lr, momentum=0.0).apply([grads[0][1]], [variable])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), start[1] - lr * grads[0][1], rtol=1e-6)
+
+
+def test_adam_fused_update_matches_a_numpy_reference_and_keras(rng):
+    """ReplicaSumClipAdam's one-op update against Adam written out in numpy and Keras' own Adam."""
+    import tensorflow as tf
+
+    from mrcnn_tf.optimizers import ReplicaSumClipAdam
+
+    shapes = [(3, 3, 2, 4), (4,), (1,)]
+    start = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    grads = [[rng.normal(size=s).astype(np.float32) for s in shapes] for _ in range(5)]
+    grads[2][1][:] = 0.0  # a zero gradient still moves the weight by the momentum
+    lr, beta_1, beta_2, eps = 0.01, 0.9, 0.999, 1e-7
+    fused = [keras.Variable(w) for w in start]
+    plain = [keras.Variable(w) for w in start]
+    ours = ReplicaSumClipAdam(learning_rate=lr)
+    theirs = keras.optimizers.Adam(learning_rate=lr)
+    step = tf.function(lambda g: ours.apply(g, fused))
+    want = [w.astype(np.float64) for w in start]
+    m, v = [np.zeros(s) for s in shapes], [np.zeros(s) for s in shapes]
+    for t, g in enumerate(grads, start=1):
+        step(g)
+        theirs.apply(g, plain)
+        alpha = lr * np.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+        for i, gi in enumerate(g):
+            m[i] = beta_1 * m[i] + (1 - beta_1) * gi
+            v[i] = beta_2 * v[i] + (1 - beta_2) * gi.astype(np.float64) ** 2
+            want[i] -= alpha * m[i] / (np.sqrt(v[i]) + eps)
+    for f, p, w in zip(fused, plain, want):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(f), w, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(f), keras.ops.convert_to_numpy(p), rtol=1e-5, atol=1e-6)
+    assert int(ours.iterations) == len(grads)
+    kinds = [op.type for op in step.get_concrete_function(grads[0]).graph.get_operations()]
+    assert kinds.count("ResourceApplyAdam") == len(shapes)
+    # AMSGrad has no one-op form here: Keras' update, which the fused path must not replace.
+    amsgrad, reference = keras.Variable(start[0]), keras.Variable(start[0])
+    ReplicaSumClipAdam(learning_rate=lr, amsgrad=True).apply([grads[0][0]], [amsgrad])
+    keras.optimizers.Adam(learning_rate=lr, amsgrad=True).apply([grads[0][0]], [reference])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(amsgrad), keras.ops.convert_to_numpy(reference), rtol=1e-6)
