@@ -309,6 +309,9 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
             keras_model.compile(optimizer=build_optimizer(rate, config.LEARNING_MOMENTUM,
                                                           config.GRADIENT_CLIP_NORM, config.OPTIMIZER),
                                 jit_compile=False)
+            # Slot variables for the layers just made trainable, created eagerly (as in MaskRCNN.compile):
+            # left to the first step, Keras builds them inside its trace, ~4 s more per train() call.
+            keras_model.optimizer.build(keras_model.trainable_variables)
         callbacks = default_callbacks(mrcnn, log_dir, path_for_epoch, verbose) + list(custom_callbacks or [])
         if config.BN_STATS_BATCHES:
             # After the NaN guard, before the checkpoint: checkpoints hold the recomputed statistics.

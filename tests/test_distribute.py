@@ -33,9 +33,7 @@ SCRIPT = textwrap.dedent("""
     from mrcnn_tf import model as modellib
 
     def config(images, gpus):
-        # ResNet-50: the step-difference bound below was measured on it (~1.3%); ResNet-18's smaller steps
-        # put float32 summation-order rounding near 5%.
-        return tiny_config(BACKBONE="resnet50", USE_RPN_ROIS=False, POST_NMS_ROIS_TRAINING=4, IMAGES_PER_GPU=images, GPU_COUNT=gpus,
+        return tiny_config(USE_RPN_ROIS=False, POST_NMS_ROIS_TRAINING=4, IMAGES_PER_GPU=images, GPU_COUNT=gpus,
                            LEARNING_RATE=0.01)
 
     def deterministic_batch(cfg):
@@ -73,8 +71,10 @@ SCRIPT = textwrap.dedent("""
     for m in (single, multi):
         m.keras_model.fit(dataset(twice, 2), epochs=1, steps_per_epoch=1, verbose=0)
     steps = [[a - w for a, w in zip(m.keras_model.get_weights(), before)] for m in (single, multi)]
-    out["largest_step"] = max(float(np.max(np.abs(s))) for s in steps[0])
-    out["largest_step_difference"] = max(float(np.max(np.abs(a - b))) for a, b in zip(*steps))
+    # The whole step as one vector: its length, and the length of the difference between the two.
+    flat = [np.concatenate([a.ravel() for a in s]).astype(np.float64) for s in steps]
+    out["step_norm"] = float(np.linalg.norm(flat[0]))
+    out["step_difference_norm"] = float(np.linalg.norm(flat[0] - flat[1]))
     out["iterations"] = [int(np.asarray(m.keras_model.optimizer.iterations)) for m in (single, multi)]
 
     # PreciseBN on the same batches, BatchNorm trainable: one device and two replicas (every replica's copy).
@@ -127,9 +127,10 @@ def test_two_replicas_match_one_device_on_the_same_batch(two_replicas):
     assert two_replicas["iterations"] == [1, 1]
     # The replicas' gradients are summed before the optimizer's global-norm clipping and step. Clipping
     # each replica's part instead (Keras 3's own order) made the step twice as long: difference = 100%.
-    # Measured here: ~1.3%, float32 summation order of large random-network gradients.
-    assert two_replicas["largest_step"] > 1e-4
-    assert two_replicas["largest_step_difference"] < 0.05 * two_replicas["largest_step"]
+    # Measured here: 0.7% of the step's length (ResNet-18; 1.1% for the largest single weight), the float32
+    # summation order of a random network's gradients (frozen BatchNorm at 0 / 1 normalizes nothing).
+    assert two_replicas["step_norm"] > 1e-3
+    assert two_replicas["step_difference_norm"] < 0.05 * two_replicas["step_norm"]
 
 
 def test_precise_bn_under_two_replicas_equals_one_device_on_the_same_batches(two_replicas):
