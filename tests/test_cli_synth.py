@@ -47,3 +47,34 @@ def test_unwritable_output_is_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("Error: ") and "cannot write the synthetic set" in err and len(err.splitlines()) == 1
+
+
+def test_error_exit_drops_only_the_thread_pool_teardown_noise(monkeypatch, capsys):
+    """After the one-line error, a leaked thread pool's EBADF at exit prints nothing; other errors still do."""
+    import multiprocessing.pool
+    import sys
+    import types
+
+    from mrcnn_tf.errors import MrcnnError
+
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    def fail(**kwargs):
+        raise MrcnnError("multi-worker training stopped in epoch 3: worker 1 is gone")
+
+    monkeypatch.setattr(cli, "main", fail)
+    with pytest.raises(SystemExit) as info:
+        main(["synth", "somewhere"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == "Error: multi-worker training stopped in epoch 3: worker 1 is gone"
+
+    def unraisable(exc, obj):
+        return types.SimpleNamespace(exc_type=type(exc), exc_value=exc, exc_traceback=None, err_msg=None, object=obj)
+
+    sys.unraisablehook(unraisable(OSError(9, "Bad file descriptor"), multiprocessing.pool.Pool.__del__))
+    assert reported == []
+    for other in (unraisable(ValueError("a bug"), multiprocessing.pool.Pool.__del__),
+                  unraisable(OSError(9, "Bad file descriptor"), _digests)):
+        sys.unraisablehook(other)
+    assert [r.exc_type for r in reported] == [ValueError, OSError]

@@ -56,6 +56,33 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
 
 
+def _quiet_pool_teardown(previous):
+    """A `sys.unraisablehook` for after an error line: drops a thread pool's teardown error, reports the rest.
+
+    When a collective aborts because a worker is gone, TensorFlow's eager all-reduce leaves its
+    ``multiprocessing`` thread pool open; at interpreter exit ``Pool.__del__`` then writes to an
+    already-closed pipe and Python prints "Exception ignored in ... OSError: Bad file descriptor"
+    with a traceback under the command's one-line error. Nothing is lost there: it is shutdown noise.
+    The hook holds everything it uses: it runs while modules are being torn down.
+    """
+    import multiprocessing.pool
+
+    pool_del = multiprocessing.pool.Pool.__del__
+
+    def hook(unraisable):
+        if getattr(unraisable, "object", None) is pool_del and issubclass(unraisable.exc_type, OSError):
+            return
+        previous(unraisable)
+
+    return hook
+
+
+def _exit_after_error():
+    """Exit 2 after the one-line error, without the thread-pool teardown traceback."""
+    sys.unraisablehook = _quiet_pool_teardown(sys.unraisablehook)
+    sys.exit(2)
+
+
 def _os_error_text(exc):
     """What went wrong with the file and what to do, for the usual file-system errors."""
     if isinstance(exc, (FileExistsError, NotADirectoryError)):
@@ -131,12 +158,12 @@ def main(argv=None):
         if debug:
             raise
         click.echo(f"Error: {' '.join(str(exc).split())}", err=True)
-        sys.exit(2)
+        _exit_after_error()
     except OSError as exc:
         if debug or exc.filename is None:
             raise
         click.echo(f"Error: {exc.filename}: {_os_error_text(exc)}", err=True)
-        sys.exit(2)
+        _exit_after_error()
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
