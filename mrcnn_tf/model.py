@@ -452,16 +452,9 @@ class MaskRCNN:
     def compile(self, learning_rate, momentum):
         """Compile the training model: OPTIMIZER (SGD with momentum by default), GRADIENT_CLIP_NORM, the losses."""
         self._require_mode("training", "compile")
-        from mrcnn_tf.training import build_optimizer
+        from mrcnn_tf.training import compile_training_model
 
-        self.keras_model.configure_losses(self.config)
-        # Optimizer variables must be created under the model's strategy (GPU_COUNT > 1).
-        with self.keras_model.distribute_strategy.scope():
-            self.keras_model.compile(optimizer=build_optimizer(learning_rate, momentum,
-                                                               self.config.GRADIENT_CLIP_NORM, self.config.OPTIMIZER))
-            # Created here, eagerly, the slot variables cost 0.2 s; left to the first step, Keras creates them
-            # while tracing it, lifted out of the graph one by one: 4-5 s more for every train() call.
-            self.keras_model.optimizer.build(self.keras_model.trainable_variables)
+        compile_training_model(self.keras_model, self.config, learning_rate, momentum)
 
     def get_imagenet_weights(self):
         """Path of the keras.applications ImageNet weights for this BACKBONE (found or downloaded)."""

@@ -41,6 +41,13 @@ class _ReplicaSumClip:
             cache[name, dtype] = tf.cast(make(), dtype)
         return cache[name, dtype]
 
+    def _fusable(self, gradient, variable):
+        """TensorFlow's one-kernel updates apply: TensorFlow backend, a dense gradient of the variable's dtype."""
+        import tensorflow as tf
+
+        return (keras.backend.backend() == "tensorflow" and not isinstance(gradient, tf.IndexedSlices)
+                and gradient.dtype == variable.dtype)
+
     def _clip_gradients(self, grads):
         if not self.global_clipnorm or self.clipnorm or self.clipvalue or keras.backend.backend() != "tensorflow":
             return super()._clip_gradients(grads)
@@ -87,9 +94,7 @@ class ReplicaSumClipSGD(_ReplicaSumClip, keras.optimizers.SGD):
     def update_step(self, gradient, variable, learning_rate):
         import tensorflow as tf
 
-        fused = (self.momentum != 0 and keras.backend.backend() == "tensorflow"
-                 and not isinstance(gradient, tf.IndexedSlices) and gradient.dtype == variable.dtype)
-        if not fused:
+        if self.momentum == 0 or not self._fusable(gradient, variable):
             return super().update_step(gradient, variable, learning_rate)
         accumulator = self.momentums[self._get_variable_index(variable)]
         dtype = variable.dtype
@@ -119,9 +124,7 @@ class ReplicaSumClipAdam(_ReplicaSumClip, keras.optimizers.Adam):
     def update_step(self, gradient, variable, learning_rate):
         import tensorflow as tf
 
-        fused = (not self.amsgrad and keras.backend.backend() == "tensorflow"
-                 and not isinstance(gradient, tf.IndexedSlices) and gradient.dtype == variable.dtype)
-        if not fused:
+        if self.amsgrad or not self._fusable(gradient, variable):
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         index = self._get_variable_index(variable)

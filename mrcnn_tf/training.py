@@ -256,6 +256,20 @@ def _data_generators(mrcnn, train_dataset, val_dataset, augmentation, no_augment
     return train_gen, val_gen
 
 
+def compile_training_model(keras_model, config, learning_rate, momentum, jit_compile="auto"):
+    """Compile with the config's losses and optimizer (OPTIMIZER, GRADIENT_CLIP_NORM), its slots built.
+
+    The optimizer's variables are created under the model's strategy (mirrored like the model's,
+    GPU_COUNT > 1), eagerly, for the variables trainable now: left to the first step, Keras creates
+    them inside its trace, lifted out of the graph one by one (4-5 s more for every compile).
+    """
+    keras_model.configure_losses(config)
+    with keras_model.distribute_strategy.scope():
+        keras_model.compile(optimizer=build_optimizer(learning_rate, momentum, config.GRADIENT_CLIP_NORM,
+                                                      config.OPTIMIZER), jit_compile=jit_compile)
+        keras_model.optimizer.build(keras_model.trainable_variables)
+
+
 def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augmentation=None,
           custom_callbacks=None, no_augmentation_sources=None, seed=None, workers=1, verbose=1):
     """Train `mrcnn` (a training-mode `MaskRCNN`) from ``mrcnn.epoch`` up to `epochs`.
@@ -299,19 +313,11 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
             print(f"\nStarting at epoch {mrcnn.epoch}. LR={learning_rate}\n")
             print(f"Checkpoint Path: {path_for_epoch(mrcnn.epoch + 1)}")
         set_trainable(keras_model, regex, verbose=verbose)
-        keras_model.configure_losses(config)
-        # Under a strategy the optimizer's variables must be mirrored like the model's.
-        with keras_model.distribute_strategy.scope():
-            # Never jit_compile the whole step: NMS and the data-dependent tf.where of the proposal /
-            # target layers have no XLA kernels ("Detected unsupported operations", bench/RESULTS.md).
-            # XLA=True instead lets TF auto-cluster the compilable parts (see `xla_autoclustering`).
-            rate = learning_rate_for(config, learning_rate, mrcnn.epoch, epochs)
-            keras_model.compile(optimizer=build_optimizer(rate, config.LEARNING_MOMENTUM,
-                                                          config.GRADIENT_CLIP_NORM, config.OPTIMIZER),
-                                jit_compile=False)
-            # Slot variables for the layers just made trainable, created eagerly (as in MaskRCNN.compile):
-            # left to the first step, Keras builds them inside its trace, ~4 s more per train() call.
-            keras_model.optimizer.build(keras_model.trainable_variables)
+        # Never jit_compile the whole step: NMS and the data-dependent tf.where of the proposal /
+        # target layers have no XLA kernels ("Detected unsupported operations", bench/RESULTS.md).
+        # XLA=True instead lets TF auto-cluster the compilable parts (see `xla_autoclustering`).
+        rate = learning_rate_for(config, learning_rate, mrcnn.epoch, epochs)
+        compile_training_model(keras_model, config, rate, config.LEARNING_MOMENTUM, jit_compile=False)
         callbacks = default_callbacks(mrcnn, log_dir, path_for_epoch, verbose) + list(custom_callbacks or [])
         if config.BN_STATS_BATCHES:
             # After the NaN guard, before the checkpoint: checkpoints hold the recomputed statistics.
