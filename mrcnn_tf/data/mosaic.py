@@ -101,7 +101,7 @@ def compose_mosaic(tiles, per_side, rng, min_visible=0.5, origins=None):
 
 
 def load_mosaic_gt(dataset, config, image_ids, per_side, augmentation_for_image, augment=False,
-                   use_mini_mask=False, rng=None):
+                   use_mini_mask=False, rng=None, cache=None):
     """`load_image_gt` for a mosaic of `image_ids` (per_side ** 2 of them, row by row).
 
     Args:
@@ -116,7 +116,7 @@ def load_mosaic_gt(dataset, config, image_ids, per_side, augmentation_for_image,
     for image_id in image_ids:
         image, meta, ids, _, masks = load_image_gt(dataset, config, image_id, augment=augment,
                                                    augmentation=augmentation_for_image(image_id),
-                                                   use_mini_mask=False, rng=rng)
+                                                   use_mini_mask=False, rng=rng, cache=cache)
         tiles.append((image, masks, ids, content_window(image)))
         active |= parse_image_meta(meta)["active_class_ids"][0]
     image, masks, class_ids = compose_mosaic(tiles, per_side, rng)

@@ -9,6 +9,7 @@ import math
 import keras
 import numpy as np
 
+from mrcnn_tf.data.image_cache import cache_for
 from mrcnn_tf.data.mosaic import load_mosaic_gt
 from mrcnn_tf.data.sampling import RepeatFactorOrder, image_class_ids, repeat_factors
 from mrcnn_tf.data.targets import build_rpn_targets, generate_random_rois, load_image_gt
@@ -88,6 +89,8 @@ class DataGenerator(keras.utils.PyDataset):
                                "dataset.prepare() after loading)")
         self.steps = int(steps) if steps else math.ceil(self.image_ids.size / self.batch_size)
         self._anchors = {}
+        # Loaded and resized images by id between epochs (Config.IMAGE_CACHE_MB; data/image_cache.py).
+        self.image_cache = cache_for(config)
         # Class-balanced passes over the training images (Config.REPEAT_FACTOR_THRESHOLD > 0, shuffled only).
         self._repeat_order = None
         self.repeat_factors = None  # per image of `image_ids` when repeat-factor sampling is on
@@ -161,12 +164,12 @@ class DataGenerator(keras.utils.PyDataset):
             image_ids = [self._stream_image(stream * tiles + j) for j in range(tiles)]
             image, meta, class_ids, boxes, masks = load_mosaic_gt(
                 self.dataset, config, image_ids, self.mosaic_tiles, self._augmentation_for, augment=self.augment,
-                use_mini_mask=config.USE_MINI_MASK, rng=rng)
+                use_mini_mask=config.USE_MINI_MASK, rng=rng, cache=self.image_cache)
         else:
             image_id = self._image_at(position)
             image, meta, class_ids, boxes, masks = load_image_gt(
                 self.dataset, config, image_id, augment=self.augment, augmentation=self._augmentation_for(image_id),
-                use_mini_mask=config.USE_MINI_MASK, rng=rng)
+                use_mini_mask=config.USE_MINI_MASK, rng=rng, cache=self.image_cache)
         if not np.any(class_ids > 0):
             return None
         if class_ids.shape[0] > config.MAX_GT_INSTANCES:

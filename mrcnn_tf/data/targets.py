@@ -22,27 +22,9 @@ def _rng(rng):
     return np.random.default_rng() if rng is None else rng
 
 
-def load_image_gt(dataset, config, image_id, augment=False, augmentation=None, use_mini_mask=False, rng=None):
-    """Load an image and its ground truth, resized (and augmented) for training.
-
-    Args:
-        dataset: a prepared `Dataset`.
-        config: a `Config` (IMAGE_* resize settings, NUM_CLASSES, MINI_MASK_SHAPE).
-        image_id: internal image id.
-        augment: Matterport's old flag: a horizontal flip half of the time.
-        augmentation: an imgaug augmenter, applied after resizing to the image and (geometric parts only)
-            to the masks with one random draw; see `augment.augment_image_and_masks`.
-        use_mini_mask: crop each mask to its box and resize it to MINI_MASK_SHAPE.
-        rng: numpy Generator for the crop, flip and augmentation draws.
-
-    Returns:
-        image: uint8 [H, W, 3] resized image (not molded).
-        image_meta: float [IMAGE_META_SIZE], see `compose_image_meta`.
-        class_ids: int32 [N] of the instances that survived resizing and augmentation.
-        bbox: int32 [N, 4] pixel boxes computed from the masks.
-        mask: bool [H, W, N], or [mini_h, mini_w, N] with `use_mini_mask`.
-    """
-    rng = _rng(rng)
+def _load_resized(dataset, config, image_id, rng):
+    """The image and masks of `image_id`, checked and resized to the config (the deterministic part of
+    `load_image_gt` except in "crop" mode): (image, mask, class_ids, original_shape, window, scale)."""
     image = dataset.load_image(image_id)
     mask, class_ids = dataset.load_mask(image_id)
     mask = np.asarray(mask).astype(bool)
@@ -60,6 +42,39 @@ def load_image_gt(dataset, config, image_id, augment=False, augmentation=None, u
         image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE, max_dim=config.IMAGE_MAX_DIM,
         mode=config.IMAGE_RESIZE_MODE, rng=rng)
     mask = resize_mask(mask, scale, padding, crop)
+    return image, mask, class_ids, original_shape, window, scale
+
+
+def load_image_gt(dataset, config, image_id, augment=False, augmentation=None, use_mini_mask=False, rng=None,
+                  cache=None):
+    """Load an image and its ground truth, resized (and augmented) for training.
+
+    Args:
+        dataset: a prepared `Dataset`.
+        config: a `Config` (IMAGE_* resize settings, NUM_CLASSES, MINI_MASK_SHAPE).
+        image_id: internal image id.
+        augment: Matterport's old flag: a horizontal flip half of the time.
+        augmentation: an imgaug augmenter, applied after resizing to the image and (geometric parts only)
+            to the masks with one random draw; see `augment.augment_image_and_masks`.
+        use_mini_mask: crop each mask to its box and resize it to MINI_MASK_SHAPE.
+        rng: numpy Generator for the crop, flip and augmentation draws.
+        cache: a `ResizedImageCache` (data/image_cache.py) holding the loaded, resized image and masks
+            by id between calls (None: load and resize every time). Not for the random "crop" mode.
+
+    Returns:
+        image: uint8 [H, W, 3] resized image (not molded).
+        image_meta: float [IMAGE_META_SIZE], see `compose_image_meta`.
+        class_ids: int32 [N] of the instances that survived resizing and augmentation.
+        bbox: int32 [N, 4] pixel boxes computed from the masks.
+        mask: bool [H, W, N], or [mini_h, mini_w, N] with `use_mini_mask`.
+    """
+    rng = _rng(rng)
+    resized = None if cache is None else cache.get(image_id)
+    if resized is None:
+        resized = _load_resized(dataset, config, image_id, rng)
+        if cache is not None:
+            resized = cache.put(image_id, resized)
+    image, mask, class_ids, original_shape, window, scale = resized
 
     if augment and rng.random() < 0.5:
         image, mask = image[:, ::-1], mask[:, ::-1]
@@ -77,7 +92,9 @@ def load_image_gt(dataset, config, image_id, augment=False, augmentation=None, u
     if use_mini_mask:
         mask = minimize_mask(bbox, mask, config.MINI_MASK_SHAPE)
     image_meta = compose_image_meta(image_id, original_shape, image.shape, window, scale, active_class_ids)
-    return np.ascontiguousarray(image), image_meta, class_ids, bbox, mask
+    # Not augmented, the image may still be the cache's read-only array: the caller gets its own.
+    image = np.array(image) if not image.flags.writeable else np.ascontiguousarray(image)
+    return image, image_meta, class_ids, bbox, mask
 
 
 def _deltas(anchors, gt_boxes, std_dev):
