@@ -105,9 +105,10 @@ class Config:
     # > 1: every training image is a k x k mosaic of k * k training images, each cropped to 1/k of the
     # side around its cells (mrcnn_tf/data/mosaic.py): k * k times the cells per step at the same cost.
     MOSAIC_TILES = 1
-    # Memory for loaded and resized training images kept between epochs (data/image_cache.py): decoding and
-    # resizing were 62% of a BCCD mosaic step's input time. 0: load every time (a dataset whose load_image
-    # draws new content per call needs 0). Not used in the random "crop" resize mode.
+    # Memory per generator for loaded and resized images kept between epochs (data/image_cache.py; the
+    # training set's is shared with PreciseBN): decoding and resizing were 62% of a BCCD mosaic step's input
+    # time. 0: load every time (a dataset whose load_image draws new content per call needs 0). Not used in
+    # the random "crop" resize mode.
     IMAGE_CACHE_MB = 1024
     # Augmentation applied by `mrcnn-tf train`, the demo and the benchmarks: "lisc", "bccd" or "none"
     # (mrcnn_tf/data/augment.py). `MaskRCNN.train` takes its `augmentation` argument as Matterport's did.

@@ -358,6 +358,8 @@ def _precise_bn_callback(train_dataset, config, train_gen, augmentation, no_augm
                                batch_size=config.IMAGES_PER_GPU, steps=config.BN_STATS_BATCHES,
                                seed=train_gen.seed + 2, random_rois=train_gen.random_rois,
                                no_augmentation_sources=no_augmentation_sources)
+    # The same images at the same size as training's: share its cache rather than load and hold them twice.
+    bn_batches.image_cache = train_gen.image_cache
     return PreciseBatchNorm(bn_batches, config.BN_STATS_BATCHES)
 
 

@@ -3,6 +3,7 @@ import pickle
 
 import numpy as np
 import pytest
+from helpers_data import MosaicConfig
 
 from mrcnn_tf import synth
 from mrcnn_tf.data.augment import bccd_augmentation
@@ -10,17 +11,7 @@ from mrcnn_tf.data.image_cache import ResizedImageCache, cache_for
 from mrcnn_tf.data.pipeline import DataGenerator
 from mrcnn_tf.data.targets import load_image_gt
 from mrcnn_tf.errors import ConfigError
-from mrcnn_tf.lisc import LiscConfig, LiscDataset
-
-
-class CacheConfig(LiscConfig):
-    IMAGE_MIN_DIM = 128
-    IMAGE_MAX_DIM = 128
-    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
-    RPN_TRAIN_ANCHORS_PER_IMAGE = 32
-    MINI_MASK_SHAPE = (16, 16)
-    MAX_GT_INSTANCES = 16
-    IMAGES_PER_GPU = 2
+from mrcnn_tf.lisc import LiscDataset
 
 
 class CountingDataset(LiscDataset):
@@ -51,7 +42,7 @@ def counting_dataset(folder):
 
 
 def config_with(**values):
-    config = CacheConfig()
+    config = MosaicConfig()  # the generators below pass their own mosaic_tiles
     for key, value in values.items():
         setattr(config, key, value)
     return config.refresh()
@@ -96,7 +87,7 @@ def test_the_budget_keeps_the_first_images_that_fit_and_nothing_more():
     assert len(ResizedImageCache(0).put(5, (a,))) == 1 and len(ResizedImageCache(0)) == 0
 
 
-def test_a_pickled_cache_arrives_empty_and_works(folder):
+def test_a_pickled_cache_arrives_empty_and_works():
     cache = ResizedImageCache(2 ** 20)
     cache.put(1, (np.ones(10),))
     copy = pickle.loads(pickle.dumps(cache))
@@ -121,3 +112,15 @@ def test_no_cache_in_crop_mode_or_at_zero_and_the_value_is_validated():
     for bad in (-1, "big", None, float("nan")):
         with pytest.raises(ConfigError, match=r"Config.IMAGE_CACHE_MB = .* is invalid: use megabytes >= 0"):
             config_with(IMAGE_CACHE_MB=bad)
+
+
+def test_precise_bn_reads_its_batches_through_the_training_cache(folder):
+    from mrcnn_tf.training import _precise_bn_callback
+
+    dataset, config = counting_dataset(folder), config_with(BN_STATS_BATCHES=2)
+    train_gen = DataGenerator(dataset, config, shuffle=True, augmentation=bccd_augmentation(), steps=2, seed=3)
+    [train_gen.inputs(i) for i in range(2)]
+    callback = _precise_bn_callback(dataset, config, train_gen, bccd_augmentation(), None)
+    assert callback.generator.image_cache is train_gen.image_cache
+    [callback.generator.inputs(i) for i in range(2)]
+    assert set(dataset.reads.values()) == {1}  # an image training loaded is not loaded again for the statistics

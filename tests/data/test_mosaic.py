@@ -1,24 +1,14 @@
 """Training mosaics (data/mosaic.py): crop places, the composed canvas and targets, and the generator's stream."""
 import numpy as np
 import pytest
+from helpers_data import MosaicConfig
 
 from mrcnn_tf import synth
 from mrcnn_tf.data.mosaic import compose_mosaic, content_window, crop_origin, load_mosaic_gt
 from mrcnn_tf.data.pipeline import DataGenerator
 from mrcnn_tf.data.targets import load_image_gt
 from mrcnn_tf.errors import ConfigError
-from mrcnn_tf.lisc import LiscConfig, LiscDataset
-
-
-class MosaicConfig(LiscConfig):
-    IMAGE_MIN_DIM = 128
-    IMAGE_MAX_DIM = 128
-    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
-    RPN_TRAIN_ANCHORS_PER_IMAGE = 32
-    MINI_MASK_SHAPE = (16, 16)
-    MAX_GT_INSTANCES = 16
-    IMAGES_PER_GPU = 2
-    MOSAIC_TILES = 2
+from mrcnn_tf.lisc import LiscDataset
 
 
 @pytest.fixture(scope="module")
