@@ -103,3 +103,25 @@ def test_no_instances_and_shape_changes():
     for aug in (iaa.Resize({"height": 50, "width": 50}), iaa.CropAndPad(px=5, keep_size=False)):
         with pytest.raises(AugmentationError, match="augmentation changed the shape"):
             augment_image_and_masks(aug, image, empty, np.random.default_rng(0))
+
+
+def test_bccd_augmentation_keeps_the_hue_and_lisc_tints():
+    """BCCD's recipe scales and stretches all channels alike: on a flat colour the channel differences keep
+    their ratio (the Eosinophil cue); LISC's per-channel stain strength changes it in some draws."""
+    from mrcnn_tf.data.augment import bccd_augmentation
+
+    image = np.empty((32, 32, 3), np.uint8)
+    image[:] = (190, 110, 150)  # (r - g) / (b - g) = 2
+    masks = np.zeros((32, 32, 0), bool)
+
+    def ratios(augmentation):
+        out = []
+        for seed in range(60):
+            aug, _ = augment_image_and_masks(augmentation, image, masks, np.random.default_rng(seed))
+            r, g, b = aug[16, 16].astype(float)
+            out.append((r - g) / (b - g))
+        return np.array(out)
+
+    # uint8 rounding of a difference of about 40 moves the ratio by at most ~0.1.
+    np.testing.assert_allclose(ratios(bccd_augmentation()), 2.0, atol=0.12)
+    assert np.abs(ratios(lisc_augmentation()) - 2.0).max() > 0.3
