@@ -93,6 +93,10 @@ class Config:
     # > 0: before each checkpoint, recompute BatchNorm moving statistics on this many training
     # batches (detectron2's PreciseBN; see mrcnn_tf/precise_bn.py). For TRAIN_BN None from scratch.
     BN_STATS_BATCHES = 0
+    # In (0, 1): the checkpoints (and the model after training) hold an exponential moving average of the
+    # trained weights with this decay, ramped up over the first steps (mrcnn_tf/weight_average.py); 0: the
+    # weights of the last step, as Matterport.
+    WEIGHT_EMA_DECAY = 0.0
     # True: one NMS over all classes, so an object is never reported under two classes (one cell,
     # one type); False: NMS per class, as Matterport.
     DETECTION_NMS_CLASS_AGNOSTIC = False
@@ -214,6 +218,8 @@ class Config:
             fail("LEARNING_RATE", "use a positive number such as 0.001")
         if not _is_number(self.WEIGHT_DECAY) or self.WEIGHT_DECAY < 0:
             fail("WEIGHT_DECAY", "use a number >= 0")
+        if not _is_number(self.WEIGHT_EMA_DECAY) or not 0 <= self.WEIGHT_EMA_DECAY < 1:
+            fail("WEIGHT_EMA_DECAY", "use 0 (no average) or a decay in (0, 1) such as 0.99")
         if not _is_number(self.IMAGE_CACHE_MB) or self.IMAGE_CACHE_MB < 0:
             fail("IMAGE_CACHE_MB", "use megabytes >= 0 (0: no cache of resized training images)")
         if self.GRADIENT_CLIP_NORM is not None and (

@@ -21,6 +21,7 @@ from mrcnn_tf.errors import ConfigError, MrcnnError
 from mrcnn_tf.lr_schedule import learning_rate_for
 # The optimizers live in their own module; `training.build_optimizer` stays their public path.
 from mrcnn_tf.optimizers import ReplicaSumClipAdam, ReplicaSumClipSGD, build_optimizer  # noqa: F401
+from mrcnn_tf.weight_average import WeightAverage
 
 # Matterport's layer groups (regexes matched in full against layer names).
 _HEADS = r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)"
@@ -323,6 +324,9 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
             # After the NaN guard, before the checkpoint: checkpoints hold the recomputed statistics.
             callbacks.insert(1, _precise_bn_callback(train_dataset, config, train_gen, augmentation,
                                                      no_augmentation_sources))
+        if config.WEIGHT_EMA_DECAY:
+            # Before PreciseBN and the checkpoint: both see the averaged weights.
+            callbacks.insert(1, WeightAverage(config.WEIGHT_EMA_DECAY))
         train_data, val_data = _fit_inputs(strategy, config, train_gen, val_gen, mrcnn.epoch, workers)
         multi_worker.check_same_start(strategy, mrcnn.epoch, train_gen.seed, keras_model)
         start = mrcnn.epoch
