@@ -1,6 +1,6 @@
 """Learning benchmark on real smears: BCCD-WBC train -> scored on BCCD-WBC val at fixed step counts.
 
-    python bench/learn_bccd.py --epochs 10 --every 2 --out bench/out/bccd
+    python bench/learn_bccd.py --every 2 --out bench/out/bccd     # the recipe: BccdConfig, 12 epochs
     python bench/learn_bccd.py --set REPEAT_FACTOR_THRESHOLD=0 --out bench/out/bccd_no_rfs
 
 Trains `BccdConfig` (`mrcnn-tf train --config bccd`, changed by --set) from random weights on the 227
@@ -41,7 +41,9 @@ def confusion_lines(confusion):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="a COCO-layout folder with train and val")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs of STEPS_PER_EPOCH steps")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of STEPS_PER_EPOCH steps (default: the preset's from-scratch schedule, "
+                             "bccd: all:12)")
     parser.add_argument("--every", type=int, default=2, help="score the validation fields every N epochs")
     parser.add_argument("--config", default="bccd", help="preset name (mrcnn_tf/presets.py)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE config override")
@@ -52,11 +54,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from mrcnn_tf.demo import save_curve, train_datasets
-    from mrcnn_tf.presets import make_config
+    from mrcnn_tf.cli.train import parse_schedule
+    from mrcnn_tf.presets import make_config, scratch_schedule
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = make_config(args.config).apply_overrides(args.overrides)
+    if args.epochs is None:  # what `mrcnn-tf train --config NAME --weights none` runs
+        args.epochs = parse_schedule(scratch_schedule(args.config), config.LEARNING_RATE)[-1][1]
     train_set, val_set = load(args.data, "train"), load(args.data, "val")
     print(f"bench/learn_bccd.py {time.strftime('%Y-%m-%d %H:%M')}  cmd=python {' '.join(sys.argv)}")
     print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; config {args.config} {args.overrides or ''}; "

@@ -5,6 +5,9 @@ chosen, so ``mrcnn-tf train --help`` stays fast). Adding one is one line in `PRE
 
     "bccd": "mrcnn_tf.bccd:BccdConfig",
 
+A preset may also name the schedule `mrcnn-tf train --weights none` runs when no ``--schedule`` is given
+(`SCRATCH_SCHEDULES`): a recipe defined by its amount of work, not only by its settings.
+
 ``--set KEY=VALUE`` applies on top of the preset. The config saved beside each checkpoint holds
 every value, so evaluate, detect and export need no ``--config``.
 """
@@ -19,6 +22,11 @@ PRESETS = {
     "bccd": "mrcnn_tf.bccd:BccdConfig",  # real smears from scratch on a CPU: ResNet-18 at 320 px, balanced types
 }
 DEFAULT_PRESET = "lisc"
+# `mrcnn-tf train --weights none` without --schedule: the preset's SCRATCH_SCHEDULES entry, else this.
+DEFAULT_SCRATCH_SCHEDULE = "all:40"
+SCRATCH_SCHEDULES = {
+    "bccd": "all:12",  # 600 seeded steps, BccdConfig's measured recipe (bench/RESULTS.md, "BCCD-WBC")
+}
 
 
 def preset_names():
@@ -46,3 +54,8 @@ def config_class(name):
 def make_config(name=DEFAULT_PRESET):
     """A fresh instance of the preset `name`."""
     return config_class(name)()
+
+
+def scratch_schedule(name=None):
+    """The ``--schedule`` that preset `name` trains from random weights with (DEFAULT_SCRATCH_SCHEDULE if none)."""
+    return SCRATCH_SCHEDULES.get(str(name or DEFAULT_PRESET).strip().lower(), DEFAULT_SCRATCH_SCHEDULE)

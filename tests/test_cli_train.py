@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from helpers_model import tiny_config
 
-from mrcnn_tf.checkpoints import save_checkpoint
+from mrcnn_tf.checkpoints import WeightsChoice, save_checkpoint
 from mrcnn_tf.cli import main
-from mrcnn_tf.cli.train import parse_schedule
+from mrcnn_tf.cli.train import _schedule_text, parse_schedule
 from mrcnn_tf.data import lisc_format as fmt
 from mrcnn_tf.data.pipeline import DataGenerator
 from mrcnn_tf.errors import ConfigError
@@ -41,6 +41,18 @@ def test_parse_schedule_cumulative_stages_and_learning_rates():
 def test_parse_schedule_errors_say_how_to_fix(text, fragment):
     with pytest.raises(ConfigError, match=fragment):
         parse_schedule(text, 0.001)
+
+
+def test_default_schedule_from_scratch_is_the_presets_recipe(tmp_path):
+    scratch, coco = WeightsChoice("none"), WeightsChoice("coco")
+    assert _schedule_text(None, scratch, "bccd") == "all:12"  # BccdConfig's measured 600 steps
+    assert _schedule_text(None, scratch, "BCCD") == "all:12"
+    assert _schedule_text(None, scratch, "demo") == _schedule_text(None, scratch, None) == "all:40"
+    assert _schedule_text(None, coco, "bccd") == "heads:20,all:40"  # fine-tuning keeps Matterport's stages
+    assert _schedule_text("all:3", scratch, "bccd") == "all:3"
+    resumed = tmp_path / "mask_rcnn_bccd_0002.weights.h5"
+    (tmp_path / "train_command.json").write_text('{"schedule": "all:7"}')
+    assert _schedule_text(None, WeightsChoice("checkpoint", resumed, 2), "bccd") == "all:7"
 
 
 def run_cli(args, capsys):

@@ -23,11 +23,11 @@ import sys
 import click
 
 from mrcnn_tf.errors import ConfigError, MrcnnError
-from mrcnn_tf.presets import DEFAULT_PRESET, PRESETS
+from mrcnn_tf.presets import DEFAULT_PRESET, DEFAULT_SCRATCH_SCHEDULE, PRESETS, SCRATCH_SCHEDULES, scratch_schedule
 
 STAGES = ("heads", "3+", "4+", "5+", "all")
 DEFAULT_SCHEDULE = "heads:20,all:40"  # Matterport's fine-tuning recipe (nucleus sample)
-SCRATCH_SCHEDULE = "all:40"
+SCRATCH_SCHEDULE = DEFAULT_SCRATCH_SCHEDULE  # from random weights, unless the preset names its own
 RUN_FILE = "train_command.json"  # this run's schedule, so a resumed run continues the same stages
 
 
@@ -149,14 +149,15 @@ def _check_class_count(dataset, config, choice, preset=None):
                       f"classes ({', '.join(dataset.class_names)}): pass --set NUM_CLASSES={dataset.num_classes}")
 
 
-def _schedule_text(schedule, choice):
+def _schedule_text(schedule, choice, preset=None):
+    """--schedule if given; a resumed run's own; from random weights the preset's; else Matterport's."""
     if schedule:
         return schedule
     if choice.kind == "checkpoint":
         run_file = pathlib.Path(choice.path).parent / RUN_FILE
         if run_file.is_file():
             return json.loads(run_file.read_text()).get("schedule", DEFAULT_SCHEDULE)
-    return SCRATCH_SCHEDULE if choice.kind == "none" else DEFAULT_SCHEDULE
+    return scratch_schedule(preset) if choice.kind == "none" else DEFAULT_SCHEDULE
 
 
 def _interrupt_on_sigterm():
@@ -179,7 +180,9 @@ def _interrupt_on_sigterm():
               help=f"Named config preset: {', '.join(PRESETS)} (default {DEFAULT_PRESET}); --set applies on top.")
 @click.option("--schedule", default=None, metavar="STAGE:EPOCHS[@LR],...",
               help=f"Stages in order with cumulative epochs; STAGE is one of {', '.join(STAGES)}. "
-                   f"Default {DEFAULT_SCHEDULE} ({SCRATCH_SCHEDULE} with --weights none; a resumed run keeps its own).")
+                   f"Default {DEFAULT_SCHEDULE} ({SCRATCH_SCHEDULE} with --weights none, or the preset's: "
+                   + ", ".join(f"{s} for {name}" for name, s in SCRATCH_SCHEDULES.items())
+                   + "; a resumed run keeps its own).")
 @click.option("--later-lr-factor", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Learning rate of stages after the first = LEARNING_RATE x this (e.g. 0.1).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -196,7 +199,7 @@ def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrid
     if choice.path is not None:
         check_weights_file(choice.path)  # a damaged file fails before the dataset load and the (slow) model build
     config = _prepare_config(choice, overrides, preset)
-    stages = parse_schedule(_schedule_text(schedule, choice), config.LEARNING_RATE, later_lr_factor)
+    stages = parse_schedule(_schedule_text(schedule, choice, preset), config.LEARNING_RATE, later_lr_factor)
     if choice.kind == "none" and stages[0][0] != "all":
         raise MrcnnError(f"--weights none with a {stages[0][0]!r} first stage: a backbone left at random weights "
                          f"never learns; train everything from scratch, e.g. --schedule {SCRATCH_SCHEDULE}")
