@@ -7,7 +7,8 @@ Trains `BccdConfig` (`mrcnn-tf train --config bccd`, changed by --set) from rand
 training fields of ../shared/data/bccd-wbc (or --data) and scores the 57 validation fields after every
 --every epochs: Matterport's mask mAP50, COCO segm AP, typing accuracy, per-type AP50 and the type
 confusion matrix, against steps (seeded work: the same curve on any CPU up to thread nondeterminism) and
-training minutes on this machine (scoring excluded). The curve is saved as JSON in --out.
+training minutes on this machine (scoring excluded). The curve is saved as JSON in --out. With COLOUR_TYPING
+(BccdConfig's) the last point is scored again with the types from the colour typer `mrcnn-tf train` would write.
 """
 import argparse
 import json
@@ -36,6 +37,21 @@ def confusion_lines(confusion):
     lines = ["true \\ detected".ljust(width) + "".join(label[:10].rjust(11) for label in labels)]
     lines += [label.ljust(width) + "".join(f"{n:11d}" for n in row) for label, row in zip(labels[:-1], rows)]
     return lines
+
+
+def colour_typed_scores(config, scorer, train_set, val_set):
+    """COLOUR_TYPING: the last point's model scored again with the colour typer `mrcnn-tf train` writes."""
+    if not config.COLOUR_TYPING:
+        return None
+    from mrcnn_tf.colour_typing import ColourTypedModel, fit_colour_typer
+    from mrcnn_tf.evaluation.evaluate import evaluate_dataset
+
+    typer = fit_colour_typer(train_set)
+    scores = evaluate_dataset(ColourTypedModel(scorer.inference, typer), val_set)
+    print(f"\ntyped by colour inside the predicted masks (typer on {typer.cells} training cells, L2 {typer.l2:g}): "
+          f"mask mAP50 {scores['mAP50']:.3f}, COCO segm AP {scores['AP']:.3f}, typing accuracy {scores['accuracy']:.3f}")
+    print("\n".join(confusion_lines(scores["confusion_matrix"])))
+    return {key: scores[key] for key in ("mAP50", "AP", "accuracy", "per_class", "confusion_matrix")}
 
 
 def main(argv=None):
@@ -84,11 +100,14 @@ def main(argv=None):
         print("\ntype confusion at the last point (rows: true type, columns: detected type or missed):")
         print("\n".join(confusion_lines(curve[-1]["confusion_matrix"])))
     final = curve[-1] if curve else {}
+    typed = colour_typed_scores(config, scorer, train_set, val_set) if curve else None
     print(f"\nSUMMARY learn_bccd {time.strftime('%Y-%m-%d')} {args.config} {' '.join(args.overrides)}: "
           f"{final.get('steps')} steps, mAP50 {final.get('mAP50', float('nan')):.3f}, accuracy "
           f"{final.get('accuracy', float('nan')):.3f}, {final.get('minutes', float('nan')):.1f} training min; "
-          f"wall {(time.time() - started) / 60:.1f} min, load {os.getloadavg()[0]:.1f}")
-    (out / "summary.json").write_text(json.dumps({"args": vars(args), "curve": curve}, indent=1, default=str))
+          f"wall {(time.time() - started) / 60:.1f} min, load {os.getloadavg()[0]:.1f}"
+          + (f"; typed by colour: mAP50 {typed['mAP50']:.3f}, accuracy {typed['accuracy']:.3f}" if typed else ""))
+    (out / "summary.json").write_text(json.dumps({"args": vars(args), "curve": curve, "colour_typed": typed},
+                                                 indent=1, default=str))
     return 0
 
 

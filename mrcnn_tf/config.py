@@ -97,6 +97,9 @@ class Config:
     # trained weights with this decay, ramped up over the first steps (mrcnn_tf/weight_average.py); 0: the
     # weights of the last step, as Matterport.
     WEIGHT_EMA_DECAY = 0.0
+    # True: `mrcnn-tf train` also fits a colour typer on the training cells' masks and `evaluate` / `detect` take
+    # each cell's type from the colour inside its predicted mask (mrcnn_tf/colour_typing.py); False: the class head.
+    COLOUR_TYPING = False
     # True: one NMS over all classes, so an object is never reported under two classes (one cell,
     # one type); False: NMS per class, as Matterport.
     DETECTION_NMS_CLASS_AGNOSTIC = False
@@ -218,6 +221,8 @@ class Config:
             fail("LEARNING_RATE", "use a positive number such as 0.001")
         if not _is_number(self.WEIGHT_DECAY) or self.WEIGHT_DECAY < 0:
             fail("WEIGHT_DECAY", "use a number >= 0")
+        if not isinstance(self.COLOUR_TYPING, (bool, np.bool_)):
+            fail("COLOUR_TYPING", "use true or false")
         if not _is_number(self.WEIGHT_EMA_DECAY) or not 0 <= self.WEIGHT_EMA_DECAY < 1:
             fail("WEIGHT_EMA_DECAY", "use 0 (no average) or a decay in (0, 1) such as 0.99")
         if not _is_number(self.IMAGE_CACHE_MB) or self.IMAGE_CACHE_MB < 0:

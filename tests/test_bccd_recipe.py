@@ -46,8 +46,16 @@ def test_train_with_the_bccd_preset_on_real_fields(tmp_path, capsys):
                   "all:1", "--logs", str(logs), "--seed", "0"] + [a for s in small for a in ("--set", s)])
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert info.value.code == 0, capsys.readouterr().err
+    out = capsys.readouterr()
+    assert info.value.code == 0, out.err
     [checkpoint] = logs.glob("bccd*/mask_rcnn_bccd_0001.weights.h5")
     saved = checkpoint.with_name("mask_rcnn_bccd_0001.config.json").read_text()
     assert '"REPEAT_FACTOR_THRESHOLD": 0.3' in saved and '"AUGMENTATION": "bccd"' in saved
-    assert '"MOSAIC_TILES": 2' in saved
+    assert '"MOSAIC_TILES": 2' in saved and '"COLOUR_TYPING": true' in saved
+    # The colour typer is fitted on the training cells after training and evaluate types with it.
+    assert (checkpoint.parent / "colour_typer.json").is_file() and "Colour typer:" in out.out
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--dataset", str(BCCD_FIELDS), "--logs", str(logs)])
+    out = capsys.readouterr()
+    assert info.value.code == 0, out.err
+    assert "Types from" in out.err and "colour_typer.json" in out.err and "typing accuracy" in out.out

@@ -113,8 +113,11 @@ def resolve_checkpoint(weights, logs):
     return pathlib.Path(resolve_weights(weights, logs, accepted=("last",)).path)
 
 
-def load_inference_model(weights, logs, overrides=()):
+def load_inference_model(weights, logs, overrides=(), colour_typing=True):
     """An inference `MaskRCNN` with the checkpoint's weights and config.
+
+    With `colour_typing`, COLOUR_TYPING on and the run's colour typer beside the checkpoint, the model's
+    `detect` takes the types from it (`colour_typing.typed_model`).
 
     Returns:
         (model, checkpoint path).
@@ -135,7 +138,11 @@ def load_inference_model(weights, logs, overrides=()):
         if report is None or not report.mismatched:
             raise
         raise WeightsError(misfit_message(report, checkpoint, config)) from None
-    return model, checkpoint
+    if not colour_typing:
+        return model, checkpoint
+    from mrcnn_tf.colour_typing import typed_model
+
+    return typed_model(model, checkpoint, echo=lambda line: click.echo(line, err=True)), checkpoint
 
 
 def misfit_message(report, checkpoint, config, training=False):

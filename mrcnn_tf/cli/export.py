@@ -23,8 +23,12 @@ def export(weights, logs, overrides, output, force):
     # Refuse before the (slow) model build, not after it.
     if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
         raise MrcnnError(f"{target} already exists: choose another --output or pass --force to replace it")
-    model, checkpoint = load_inference_model(weights, logs, overrides)
+    # The SavedModel is the network alone: a colour typer (COLOUR_TYPING) is numpy beside it, not a graph.
+    model, checkpoint = load_inference_model(weights, logs, overrides, colour_typing=False)
     click.echo(f"Weights: {checkpoint}")
+    if model.config.COLOUR_TYPING:
+        click.echo("Note: COLOUR_TYPING is on, but the SavedModel's class_ids are the class head's; "
+                   "mrcnn-tf detect and evaluate type by colour", err=True)
     path = export_saved_model(model, target, force=force)
     click.echo(f"Wrote SavedModel to {path}")
     click.echo("Signature 'serving_default': image uint8 [H, W, 3] -> rois int32 [N, 4] (y1, x1, y2, x2 px), "

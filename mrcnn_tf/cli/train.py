@@ -247,5 +247,17 @@ def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrid
         click.echo(f"Stage {layers}: epochs {model.epoch + 1}-{epochs}, learning rate {lr:g}")
         training.train(model, datasets["train"], datasets["val"], lr, epochs, layers, augmentation=augmentation,
                        seed=seed, verbose=verbose)
+    if chief and config.COLOUR_TYPING:
+        _write_colour_typer(datasets["train"], run_dir)
     done = list_checkpoints(run_dir) if chief else ["none by this worker (the chief writes them)"]
     click.echo(f"Done: {done[-1] if done else 'no checkpoint written'}")
+
+
+def _write_colour_typer(train_dataset, run_dir):
+    """COLOUR_TYPING: fit the colour typer on the training cells' masks; evaluate and detect read it from the run."""
+    from mrcnn_tf.colour_typing import TYPER_FILE, fit_colour_typer
+
+    typer = fit_colour_typer(train_dataset)
+    typer.save(run_dir / TYPER_FILE)
+    click.echo(f"Colour typer: {run_dir / TYPER_FILE} (fitted on {typer.cells} training cells, L2 {typer.l2:g}, "
+               f"cross-validated accuracy {typer.cv_accuracy:.3f})")

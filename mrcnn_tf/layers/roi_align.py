@@ -45,7 +45,7 @@ class PyramidROIAlign(keras.layers.Layer):
 
     Call arguments:
         inputs: [boxes, image_meta, P2, P3, P4, P5]: boxes [B, N, 4] normalized (y1, x1, y2, x2)
-            (zero rows allowed), image_meta [B, META], Pk [B, Hk, Wk, C].
+            (zero rows allowed; rows with NaN or inf are pooled as zero rows), image_meta [B, META], Pk [B, Hk, Wk, C].
 
     Returns:
         [B, N, pool_height, pool_width, C] pooled features.
@@ -60,6 +60,10 @@ class PyramidROIAlign(keras.layers.Layer):
     def call(self, inputs):
         boxes, image_meta, *feature_maps = inputs
         boxes = tf.cast(boxes, tf.float32)
+        # A box with a non-finite coordinate (an untrained head's overflowing deltas) has no level and
+        # crop_and_resize refuses it: pool it as a zero box, like the padding rows.
+        finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1, keepdims=True)
+        boxes = tf.where(finite, boxes, tf.zeros_like(boxes))
         image_shape = parse_image_meta_graph(tf.cast(image_meta, tf.float32))["image_shape"]
         levels = tf.reshape(roi_levels_graph(boxes, image_shape), [-1])
         batch, count = tf.shape(boxes)[0], tf.shape(boxes)[1]

@@ -103,6 +103,20 @@ def test_level_rule_tiny_huge_and_degenerate_boxes():
     assert got[0, 3, 1, 1, 0] == 5
 
 
+def test_boxes_with_nan_or_inf_are_pooled_as_zero_boxes_and_the_rest_keep_their_features(rng):
+    """An untrained head's overflowing deltas can give NaN detection boxes; pooling must not fail on them."""
+    good = random_boxes(rng, 1, 3)
+    boxes = np.concatenate([good[:, :1], np.full((1, 1, 4), np.nan, np.float32), good[:, 1:]], axis=1)
+    boxes[0, 2, 3] = np.inf
+    maps = feature_maps(rng, 1, 2)
+    got = np.asarray(PyramidROIAlign((3, 3))([boxes, image_meta(1), *maps]))
+    zero_box = np.zeros((1, 1, 4), np.float32)
+    for row in (1, 2):  # pooled as a zero (padding) box
+        np.testing.assert_allclose(got[:, row], ref_roi_align(zero_box, (IMAGE, IMAGE), maps, (3, 3))[:, 0], atol=1e-5)
+    kept = good[:, [0, 2]]
+    np.testing.assert_allclose(got[:, [0, 3]], ref_roi_align(kept, (IMAGE, IMAGE), maps, (3, 3)), atol=1e-5)
+
+
 def test_level_uses_molded_image_area_from_meta(rng):
     boxes = np.array([[[0.0, 0.0, 1.0, 1.0]]], np.float32)
     maps = [np.full((1, 16, 16, 1), level, np.float32) for level in range(2, 6)]
