@@ -4,7 +4,8 @@ On BCCD-WBC the network finds and outlines every white cell (Dice 0.93) but its 
 weights on 230 cells, calls most Eosinophils Neutrophils; the colour statistics inside the outline tell them apart
 (red-orange granules against pale ones): a 5-type softmax regression on 19 such statistics, fitted on the
 training cells' hand-drawn masks, typed the validation cells at 0.883 on the network's masks against the class
-head's 0.817 (bench/RESULTS.md, "Typing by colour inside the predicted masks").
+head's 0.817, and 0.867 in the packaged recipe (bench/RESULTS.md, "Typing by colour inside the predicted masks",
+"The recipe with colour typing").
 
 `mrcnn-tf train` fits a `ColourTyper` after training when the config asks for it and writes it beside the
 checkpoints (`TYPER_FILE`); `mrcnn-tf evaluate` and `detect` then take the types from it (`typed_model`). The
@@ -27,7 +28,7 @@ def colour_features(image, mask):
     """[19] float64: mean and standard deviation of RGB (0-1), HSV and CIE Lab over the mask, then log pixel count.
 
     Args:
-        image: uint8 [H, W, 3] (extra channels are ignored).
+        image: uint8 [H, W, 3] RGB (an alpha channel is ignored; a grey [H, W] image counts as R = G = B).
         mask: bool [H, W]. An empty mask gives zeros (and log area 0).
     """
     from skimage import color
@@ -35,7 +36,12 @@ def colour_features(image, mask):
     mask = np.asarray(mask, bool)
     if not mask.any():
         return np.zeros(len(FEATURE_NAMES))
-    rgb = np.asarray(image)[..., :3][mask].astype(np.float64)[None] / 255.0  # [1, P, 3]: only the cell's pixels
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    pixels = image[mask][:, :3]
+    pixels = np.repeat(pixels, 3, axis=1) if pixels.shape[1] == 1 else pixels
+    rgb = pixels.astype(np.float64)[None] / 255.0  # [1, P, 3]: only the cell's pixels
     features = []
     for pixels in (rgb[0], color.rgb2hsv(rgb)[0], color.rgb2lab(rgb)[0]):
         features += list(pixels.mean(0)) + list(pixels.std(0))
@@ -86,7 +92,8 @@ class ColourTyper:
         num_types = len(class_names) - 1
         if len(class_ids) < 2 or np.any(class_ids < 1) or np.any(class_ids > num_types):
             raise MrcnnError(f"colour typing needs at least 2 training cells with types 1..{num_types}; got "
-                             f"{len(class_ids)} cells (types {sorted(set(class_ids.tolist()))})")
+                             f"{len(class_ids)} cells (types {sorted(set(class_ids.tolist()))}): add annotated "
+                             "cells, or turn it off with --set COLOUR_TYPING=false")
         mean, scale = features.mean(0), features.std(0) + 1e-9
         z, labels = (features - mean) / scale, class_ids - 1
         fold_of = np.random.default_rng(seed).permutation(len(labels)) % max(2, min(folds, len(labels)))
@@ -179,8 +186,8 @@ class ColourTypedModel:
         return getattr(self.model, name)
 
     def detect(self, images, verbose=0):
-        single = isinstance(images, np.ndarray) and images.ndim == 3
-        batch = [images] if single else list(images)
+        # One array is one image (MaskRCNN.detect's rule; grey [H, W] too), a list is several.
+        batch = [images] if isinstance(images, np.ndarray) and images.ndim in (2, 3) else list(images)
         return [retype(r, image, self.typer) for r, image in zip(self.model.detect(batch, verbose=verbose), batch)]
 
 

@@ -39,6 +39,9 @@ def test_features_match_a_pixel_by_pixel_reference(rng):
     np.testing.assert_allclose(got, reference_features(image, one), atol=1e-9)
     assert got[-1] == 0 and len(got) == len(FEATURE_NAMES) == 19
     assert not colour_features(image, np.zeros((20, 24), bool)).any()  # empty mask: zeros, not NaN
+    grey = image[..., 0]
+    np.testing.assert_allclose(colour_features(grey, mask), reference_features(np.stack([grey] * 3, -1), mask),
+                               rtol=1e-6, atol=1e-9)
 
 
 def cells(rng, per_type=12):

@@ -45,7 +45,8 @@ class PyramidROIAlign(keras.layers.Layer):
 
     Call arguments:
         inputs: [boxes, image_meta, P2, P3, P4, P5]: boxes [B, N, 4] normalized (y1, x1, y2, x2)
-            (zero rows allowed; rows with NaN or inf are pooled as zero rows), image_meta [B, META], Pk [B, Hk, Wk, C].
+            (zero rows allowed; rows with NaN or inf are pooled as zero rows), image_meta [B, META],
+            Pk [B, Hk, Wk, C].
 
     Returns:
         [B, N, pool_height, pool_width, C] pooled features.
