@@ -183,10 +183,12 @@ class ColourTypedModel:
         self.model, self.typer = model, typer
 
     def __getattr__(self, name):
+        if name in ("model", "typer"):  # not set yet (copy, pickle): no recursion through self.model
+            raise AttributeError(name)
         return getattr(self.model, name)
 
     def detect(self, images, verbose=0):
-        # One array is one image (MaskRCNN.detect's rule; grey [H, W] too), a list is several.
+        # One array is one image (a grey [H, W] one too), a list or a stacked [N, H, W, 3] array is several.
         batch = [images] if isinstance(images, np.ndarray) and images.ndim in (2, 3) else list(images)
         return [retype(r, image, self.typer) for r, image in zip(self.model.detect(batch, verbose=verbose), batch)]
 

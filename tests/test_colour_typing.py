@@ -1,5 +1,6 @@
 """COLOUR_TYPING: colour statistics inside a mask, the softmax typer, and detections retyped by it."""
 import colorsys
+import copy
 import json
 import types
 
@@ -150,6 +151,7 @@ def test_detections_are_retyped_by_the_colour_inside_their_masks():
 
     typed_model_ = ColourTypedModel(FakeModel(), typer)
     assert typed_model_.config is FakeModel.config  # other attributes are the model's
+    assert copy.copy(typed_model_).typer is typer  # no recursion through the unset wrapper while copying
     [one] = typed_model_.detect(image)  # a single image, as MaskRCNN.detect takes it
     np.testing.assert_array_equal(one["class_ids"], [2, 5])
 
