@@ -14,8 +14,8 @@ def ema_decay(decay, updates):
     """The decay of update number `updates` (1-based): min(decay, (1 + n) / (10 + n)).
 
     The ramp (timm's and TensorFlow's `num_updates` rule) keeps the random weights of the first steps from
-    dominating the average of a short run: after n updates the average spans about n / 2 steps, up to the
-    1 / (1 - decay) steps of the full decay.
+    dominating the average of a short run: after n updates it weighs about the last (10 + n) / 9 steps, up to
+    the 1 / (1 - decay) steps of the full decay.
     """
     n = float(updates)
     return min(float(decay), (1.0 + n) / (10.0 + n))
