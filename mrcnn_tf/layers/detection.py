@@ -59,7 +59,10 @@ class DetectionLayer(keras.layers.Layer):
         boxes = apply_box_deltas_graph(rois, class_deltas * tf.constant(self.bbox_std_dev))
         boxes = clip_boxes_graph(boxes, window)
 
-        keep = tf.where(tf.logical_and(class_ids > 0, class_scores >= self.detection_min_confidence))[:, 0]
+        # A degenerate ROI scaled by an overflowing delta (0 * exp(inf)) has NaN coordinates: never a detection.
+        finite = tf.reduce_all(tf.math.is_finite(boxes), axis=1)
+        keep = tf.where(tf.logical_and(tf.logical_and(class_ids > 0, class_scores >= self.detection_min_confidence),
+                                       finite))[:, 0]
         kept_ids = tf.gather(class_ids, keep)
         kept_scores = tf.gather(class_scores, keep)
         kept_boxes = tf.gather(boxes, keep)

@@ -61,8 +61,8 @@ class PyramidROIAlign(keras.layers.Layer):
     def call(self, inputs):
         boxes, image_meta, *feature_maps = inputs
         boxes = tf.cast(boxes, tf.float32)
-        # A box with a non-finite coordinate (an untrained head's overflowing deltas) has no level and
-        # crop_and_resize refuses it: pool it as a zero box, like the padding rows.
+        # A box with a non-finite coordinate has no level and crop_and_resize refuses it: pool it as a zero box,
+        # like the padding rows. DetectionLayer no longer emits such boxes; ROIs from other sources may.
         finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1, keepdims=True)
         boxes = tf.where(finite, boxes, tf.zeros_like(boxes))
         image_shape = parse_image_meta_graph(tf.cast(image_meta, tf.float32))["image_shape"]

@@ -114,6 +114,19 @@ def test_class_agnostic_nms_matches_reference(rng, min_confidence, max_instances
                 assert ref_iou(boxes[i], boxes[j]) <= nms_threshold + 1e-5
 
 
+def test_boxes_made_non_finite_by_their_deltas_are_dropped():
+    """A zero-height ROI whose height delta overflows (0 * exp(inf) = NaN) is no detection; the others stay."""
+    rois = np.array([[[0.3, 0.3, 0.3, 0.6], [0.1, 0.1, 0.4, 0.4]]], np.float32)
+    probs = np.array([[[0.05, 0.95, 0.0], [0.2, 0.8, 0.0]]], np.float32)
+    deltas = np.zeros((1, 2, 3, 4), np.float32)
+    deltas[0, 0, 1, 2] = 1000.0
+    meta = image_meta(1, num_classes=3)
+    got = np.asarray(DetectionLayer(STD, 0.5, 4, 0.3)([rois, probs, deltas, meta]))[0]
+    assert np.isfinite(got).all()
+    want = reference([rois[:, 1:], probs[:, 1:], deltas[:, 1:]], meta, 0.5, 4, 0.3)[0]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_class_agnostic_nms_keeps_one_type_per_object():
     # The per-class test's inputs: the class-2 twin of the class-1 box is now suppressed.
     rois = np.array([[[0.0, 0.0, 0.5, 0.5]] * 3 + [[0.6, 0.6, 0.9, 0.9]]], np.float32)
