@@ -14,8 +14,6 @@ import argparse
 import pathlib
 import sys
 
-import numpy as np
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -30,7 +28,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from mrcnn_tf.cli._common import load_inference_model
-    from mrcnn_tf.colour_typing import L2_CHOICES, colour_features, fit_colour_typer
+    from mrcnn_tf.colour_typing import L2_CHOICES, fit_colour_typer, retype
     from mrcnn_tf.evaluation.classification import TypingScore, format_confusion
 
     train_set, val_set = load(args.data, "train"), load(args.data, "val")
@@ -44,14 +42,10 @@ def main(argv=None):
         masks, class_ids = val_set.load_mask(image_id)
         result = model.detect([image], verbose=0)[0]
         predicted = result["masks"]
-
-        def typed(m):
-            return typer.predict(np.stack([colour_features(image, m[:, :, i]) for i in range(m.shape[-1])])) \
-                if m.shape[-1] else np.zeros(0, np.int32)
-
         scores["class head"].add(class_ids, masks, result["class_ids"], predicted)
-        scores["colour, predicted masks"].add(class_ids, masks, typed(predicted), predicted)
-        scores["colour, hand-drawn masks"].add(class_ids, masks, typed(masks), masks)
+        scores["colour, predicted masks"].add(class_ids, masks, retype(result, image, typer)["class_ids"], predicted)
+        hand = retype({"masks": masks, "class_ids": class_ids}, image, typer)["class_ids"]
+        scores["colour, hand-drawn masks"].add(class_ids, masks, hand, masks)
 
     print(f"bench/colour_typing.py  checkpoint {checkpoint}; typer on {typer.cells} training cells, L2 {typer.l2:g} "
           f"(cross-validated accuracy {typer.cv_accuracy:.3f})")
