@@ -3,22 +3,18 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers_data import SmallDataConfig
 
 from mrcnn_tf import model as modellib
 from mrcnn_tf import synth
 from mrcnn_tf.data.pipeline import DataGenerator
 from mrcnn_tf.data.targets import build_detection_targets
 from mrcnn_tf.errors import DatasetError
-from mrcnn_tf.lisc import LiscConfig, LiscDataset
+from mrcnn_tf.lisc import LiscDataset
 from mrcnn_tf.ops.boxes import apply_box_deltas, compute_overlaps
 
 
-class TinyConfig(LiscConfig):
-    IMAGE_MIN_DIM = 128
-    IMAGE_MAX_DIM = 128
-    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
-    RPN_TRAIN_ANCHORS_PER_IMAGE = 32
-    MINI_MASK_SHAPE = (16, 16)
+class TinyConfig(SmallDataConfig):
     MAX_GT_INSTANCES = 4
     TRAIN_ROIS_PER_IMAGE = 24
 
