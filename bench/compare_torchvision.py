@@ -63,19 +63,33 @@ def timed(fn, runs, warmup):
 
 
 # ------------------------------------------------------------------------------------------- mrcnn_tf side
-def tf_worker(args, work):
-    import numpy as np
-
-    import mrcnn_tf  # noqa: F401  (first: its process settings precede TensorFlow's import)
+def tf_setup(threads):
+    """Import mrcnn_tf before TensorFlow (its process settings come first) and pin both thread pools."""
+    import mrcnn_tf  # noqa: F401
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return tf
+
+
+def tf_config():
+    """The compared work as an mrcnn_tf Config (ResNet-50 FPN, BatchNorm trained, the sizes above)."""
     from mrcnn_tf.config import Config
+
+    attributes = dict(NAME="compare", BACKBONE="resnet50", GPU_COUNT=1, IMAGES_PER_GPU=1, NUM_CLASSES=CLASSES,
+                      IMAGE_RESIZE_MODE="square", IMAGE_MIN_DIM=SIZE, IMAGE_MAX_DIM=SIZE,
+                      POST_NMS_ROIS_INFERENCE=PROPOSALS_INFER, DETECTION_MIN_CONFIDENCE=0.0,
+                      DETECTION_MAX_INSTANCES=DETECTIONS, POST_NMS_ROIS_TRAINING=PROPOSALS_TRAIN,
+                      TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, RPN_TRAIN_ANCHORS_PER_IMAGE=RPN_ANCHORS, TRAIN_BN=True,
+                      LEARNING_RATE=0.01)
+    return type("CompareConfig", (Config,), attributes)()
+
+
+def tf_train_batch(config, work):
+    """The training inputs of the work's one image, built by mrcnn_tf's own DataGenerator."""
     from mrcnn_tf.data.dataset import Dataset
     from mrcnn_tf.data.pipeline import DataGenerator
-    from mrcnn_tf.model import MaskRCNN
-    from mrcnn_tf.runtime import onednn_enabled
 
     class OneImage(Dataset):
         def load_image(self, image_id):
@@ -84,33 +98,46 @@ def tf_worker(args, work):
         def load_mask(self, image_id):
             return work["masks"], work["class_ids"]
 
-    attributes = dict(NAME="compare", BACKBONE="resnet50", GPU_COUNT=1, IMAGES_PER_GPU=1, NUM_CLASSES=CLASSES,
-                      IMAGE_RESIZE_MODE="square", IMAGE_MIN_DIM=SIZE, IMAGE_MAX_DIM=SIZE,
-                      POST_NMS_ROIS_INFERENCE=PROPOSALS_INFER, DETECTION_MIN_CONFIDENCE=0.0,
-                      DETECTION_MAX_INSTANCES=DETECTIONS, POST_NMS_ROIS_TRAINING=PROPOSALS_TRAIN,
-                      TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, RPN_TRAIN_ANCHORS_PER_IMAGE=RPN_ANCHORS, TRAIN_BN=True,
-                      LEARNING_RATE=0.01)
-    config = type("CompareConfig", (Config,), attributes)()
+    dataset = OneImage()
+    dataset.add_class("compare", 1, "cell")
+    for k in range(2, CLASSES):
+        dataset.add_class("compare", k, f"type{k}")
+    dataset.add_image("compare", 0, None)
+    dataset.prepare()
+    return list(DataGenerator(dataset, config, shuffle=False)[0][0])
+
+
+def tf_models(parts, logs, work):
+    """{part: a callable doing one unit of the part's work} for "infer" and "train"."""
+    from mrcnn_tf.model import MaskRCNN
+
+    config = tf_config()
+    calls = {}
+    if "infer" in parts:
+        model = MaskRCNN("inference", config, logs)
+        calls["infer"] = lambda: model.detect([work["image"]])
+    if "train" in parts:
+        batch = tf_train_batch(config, work)
+        model = MaskRCNN("training", config, logs)
+        model.compile(config.LEARNING_RATE, config.LEARNING_MOMENTUM)
+        keras_model = model.keras_model
+        calls["train"] = lambda: keras_model.train_on_batch(batch)
+    return calls
+
+
+def tf_worker(args, work):
+    tf = tf_setup(args.threads)
+    from mrcnn_tf.runtime import onednn_enabled
+
     result = {"library": f"mrcnn_tf (tensorflow {tf.__version__}, oneDNN {'on' if onednn_enabled() else 'off'})"}
     with tempfile.TemporaryDirectory() as logs:
-        if "infer" in args.parts:
-            model = MaskRCNN("inference", config, logs)
-            image = work["image"]
-            result["detections"] = len(model.detect([image])[0]["class_ids"])
-            result["infer"] = timed(lambda: model.detect([image]), args.runs, warmup=2)
-            del model
-        if "train" in args.parts:
-            dataset = OneImage()
-            dataset.add_class("compare", 1, "cell")
-            for k in range(2, CLASSES):
-                dataset.add_class("compare", k, f"type{k}")
-            dataset.add_image("compare", 0, None)
-            dataset.prepare()
-            batch = list(DataGenerator(dataset, config, shuffle=False)[0][0])
-            model = MaskRCNN("training", config, logs)
-            model.compile(config.LEARNING_RATE, config.LEARNING_MOMENTUM)
-            keras_model = model.keras_model
-            result["train"] = timed(lambda: keras_model.train_on_batch(batch), args.runs, warmup=2)
+        for part in args.parts:
+            # One part at a time, as before: the inference model is released before training builds.
+            call = tf_models([part], logs, work)[part]
+            if part == "infer":
+                result["detections"] = len(call()[0]["class_ids"])
+            result[part] = timed(call, args.runs, warmup=2)
+            del call
     return result
 
 

@@ -68,8 +68,8 @@ class BatchNorm(keras.layers.BatchNormalization):
         """Keras' BatchNormalization through one ``FusedBatchNormV3`` kernel (and its one gradient kernel).
 
         Keras 3 writes BatchNorm as separate elementwise ops (about ten graph nodes, three passes over
-        the activations forward and more backward); the fused kernel is one pass, and Grappler's remapper
-        can fold a frozen BatchNorm into the convolution before it. Same results as Keras' path
+        the activations forward and more backward); the fused kernel is one pass. Moving statistics (frozen
+        BatchNorm, inference) are a scale and a shift instead (see below). Same results as Keras' path
         (tests/layers/test_batch_norm.py): float32 arithmetic, and the moving statistics updated with the
         biased batch variance as Keras does (the kernel returns the n/(n-1)-corrected one).
         """
@@ -78,10 +78,14 @@ class BatchNorm(keras.layers.BatchNormalization):
         x = tf.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
         gamma, beta = tf.cast(self.gamma, x.dtype), tf.cast(self.beta, x.dtype)
         if not use_batch_statistics:
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, mean=tf.cast(self.moving_mean, x.dtype),
-                variance=tf.cast(self.moving_variance, x.dtype), epsilon=self.epsilon, is_training=False)
-            return tf.cast(y, self.compute_dtype)
+            # With moving statistics BatchNorm is one per-channel scale and shift. Written as a multiply
+            # and a bias add, not FusedBatchNormV3: Grappler's remapper folds the fused kernel into the
+            # convolution before it, and oneDNN then runs that convolution with four binary post-ops,
+            # which on AVX2 CPUs takes its slow gemm path (ResNet-18's 7x7 conv1 at 256 px: 419 ms
+            # instead of a few; bench/RESULTS.md). The two elementwise passes cost a few ms per image.
+            scale = gamma * tf.math.rsqrt(tf.cast(self.moving_variance, x.dtype) + self.epsilon)
+            shift = beta - tf.cast(self.moving_mean, x.dtype) * scale
+            return tf.cast(tf.nn.bias_add(x * scale, shift), self.compute_dtype)
         y, mean, corrected = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon, is_training=True)
         count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
         variance = corrected * (tf.maximum(count - 1.0, 1.0) / tf.maximum(count, 1.0))
