@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from mrcnn_tf.distribute import precision_policy, strategy_scope
 from mrcnn_tf.errors import MrcnnError
-from mrcnn_tf.nets.graph import build_inference_graph, build_training_graph
+from mrcnn_tf.nets.graph import build_inference_graph, build_training_graph, image_input_shape
 from mrcnn_tf.ops.anchors import compute_backbone_shapes, generate_pyramid_anchors
 from mrcnn_tf.ops.boxes import denorm_boxes, norm_boxes
 from mrcnn_tf.ops.image import compose_image_meta, mold_image, parse_image_meta, resize_image, unmold_image
@@ -293,10 +293,8 @@ class MaskRCNN:
         """Run the inference model on one batch through a tf.function traced once for all shapes."""
         if self._predict_fn is None:
             model = self.keras_model
-            channels = self.config.IMAGE_CHANNEL_COUNT
-
             @tf.function(input_signature=[
-                tf.TensorSpec([None, None, None, channels], tf.float32, name="input_image"),
+                tf.TensorSpec([None, *image_input_shape(self.config)], tf.float32, name="input_image"),
                 tf.TensorSpec([None, self.config.IMAGE_META_SIZE], tf.float32, name="input_image_meta"),
                 tf.TensorSpec([None, None, 4], tf.float32, name="input_anchors")])
             def predict(image, image_meta, input_anchors):

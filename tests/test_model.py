@@ -210,11 +210,21 @@ def test_detect_any_count_any_size_in_input_order(detector, rng):
         assert set(result) == {"rois", "class_ids", "scores", "masks"}
         assert_result_format(result, shape)
     assert all(len(r["scores"]) > 0 for r in results)
-    # images[1] shared a batch with images[0] (BATCH_SIZE 2); alone it must give the same answer.
+    # images[1] shared a batch with images[0] (BATCH_SIZE 2); alone it must give the same answer. Random
+    # weights saturate every score at 1.0, so which of the tied boxes come first is float noise (oneDNN
+    # sums differently per batch size): the RPN's per-anchor outputs (rpn_class, rpn_bbox), whose order
+    # does not depend on ties, are compared instead.
     alone = detector.detect(images[1])
     assert len(alone) == 1
+    assert_result_format(alone[0], shapes[1])
     np.testing.assert_allclose(alone[0]["scores"], results[1]["scores"], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(alone[0]["rois"], results[1]["rois"], atol=1)
+    molded, metas, _ = detector.mold_inputs(images[:2])
+    anchors = detector.get_anchors(molded[0].shape)
+    pair = detector._predict(molded, metas, np.broadcast_to(anchors, (2,) + anchors.shape))
+    single = detector._predict(molded[1:], metas[1:], anchors[np.newaxis])
+    for in_pair, by_itself in zip(pair[-2:], single[-2:]):
+        in_pair, by_itself = np.asarray(in_pair)[1], np.asarray(by_itself)[0]
+        np.testing.assert_allclose(by_itself, in_pair, rtol=1e-3, atol=1e-3 * max(1.0, np.abs(in_pair).max()))
     assert detector.detect([]) == []
 
 

@@ -45,8 +45,18 @@ def check_image_shape(config):
                           "(set IMAGE_MAX_DIM / IMAGE_MIN_DIM to 256, 320, 384, 448, 512, ...)")
 
 
+def image_input_shape(config):
+    """[H, W, C] of the image input: static in "square" mode, where every molded image is IMAGE_SHAPE
+    (convolutions can then choose by map size, e.g. run large maps in bands on a CPU: ops/band_conv.py),
+    Matterport's [None, None, C] in the other modes, whose molded sizes vary."""
+    channels = config.IMAGE_CHANNEL_COUNT
+    if config.IMAGE_RESIZE_MODE == "square":
+        return [int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1]), channels]
+    return [None, None, channels]
+
+
 def _image_inputs(config):
-    input_image = keras.Input(shape=[None, None, config.IMAGE_CHANNEL_COUNT], name="input_image")
+    input_image = keras.Input(shape=image_input_shape(config), name="input_image")
     input_image_meta = keras.Input(shape=[config.IMAGE_META_SIZE], name="input_image_meta")
     return input_image, input_image_meta
 
