@@ -293,6 +293,7 @@ class MaskRCNN:
         """Run the inference model on one batch through a tf.function traced once for all shapes."""
         if self._predict_fn is None:
             model = self.keras_model
+
             @tf.function(input_signature=[
                 tf.TensorSpec([None, *image_input_shape(self.config)], tf.float32, name="input_image"),
                 tf.TensorSpec([None, self.config.IMAGE_META_SIZE], tf.float32, name="input_image_meta"),

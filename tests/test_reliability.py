@@ -203,11 +203,14 @@ def test_invalid_settings(world, tmp_path, capsys, pair, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_unknown_conv_filter_grad_setting(world, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("MRCNN_TF_CONV_FILTER_GRAD", "fast")
+@pytest.mark.parametrize("variable, message", [
+    ("MRCNN_TF_CONV_FILTER_GRAD", "MRCNN_TF_CONV_FILTER_GRAD='fast' is not a known setting: use auto, matmul or native"),
+    ("MRCNN_TF_CONV_BANDS", "MRCNN_TF_CONV_BANDS='fast' is not a known setting: use auto or off")])
+def test_unknown_conv_setting(world, tmp_path, capsys, monkeypatch, variable, message):
+    monkeypatch.setenv(variable, "fast")
     code, _, err = run_cli(capsys, "detect", "--logs", world["logs"], "--input", world["image"],
                            "--output", tmp_path / "out")
-    assert_one_line_error(code, err, "MRCNN_TF_CONV_FILTER_GRAD='fast' is not a known setting: use auto, matmul or native")
+    assert_one_line_error(code, err, message)
     assert not (tmp_path / "out").exists()
 
 
