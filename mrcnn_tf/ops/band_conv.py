@@ -91,6 +91,9 @@ def conv2d_in_bands(x, kernel, padding, bands, convolve=None):
     # Band b computes output rows [b*rows, (b+1)*rows): it reads padded input rows [b*rows, (b+1)*rows + kh - 1).
     stacked = tf.concat([x[:, b * rows:(b + 1) * rows + kh - 1] for b in range(bands)], axis=0)
     y = convolve(stacked, kernel, "VALID")  # [bands * N, rows, W_out, C_out], band-major
-    w_out, c_out = int(y.shape[2]), int(y.shape[3])
+    # The output's sizes come from the input and the kernel, not from y: on an empty batch TensorFlow's oneDNN
+    # convolution can hand back its (empty) input, whose shape is not the output's.
+    c_out = int(kernel.shape[3])
+    w_out = int(x.shape[2]) - kw + 1 if x.shape[2] is not None else tf.shape(y)[2]
     y = tf.reshape(y, [bands, -1, rows, w_out, c_out])
     return tf.reshape(tf.transpose(y, [1, 0, 2, 3, 4]), [-1, h_out, w_out, c_out])
