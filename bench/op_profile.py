@@ -10,9 +10,9 @@ proposals, 512 ROIs), warms up, then records `--steps` calls with `tf.profiler.e
 the host plane of the written XSpace (`xplane.pb`) itself: every TraceMe event named `layer/op:OpType` is
 an executed kernel. Printed per step: wall time, op time summed over threads (above wall time when the two
 inter-op threads overlap), then the op types and the layers (first two name components, forward and
-gradient together) that took most of it. `--config NAME` profiles that preset's training step instead, on
-synthetic batches of its size (its backbone, batch, BatchNorm mode and optimizer). Host work outside ops (Python, molding, the data generator) is
-wall time minus what ops covered on the busiest thread.
+gradient together) that took most of it. Host work outside ops (Python, molding, the data generator) is
+wall time minus what ops covered on the busiest thread. `--config NAME` profiles that preset's training
+step instead, on synthetic batches of its size (its backbone, batch, BatchNorm mode and optimizer).
 """
 import argparse
 import collections
