@@ -9,8 +9,9 @@ import pytest
 from skimage import color
 
 from helpers_model import tiny_config
-from mrcnn_tf.colour_typing import (FEATURE_NAMES, TYPER_FILE, ColourTypedModel, ColourTyper, colour_features,
-                                    fit_colour_typer, retype, typed_model)
+from mrcnn_tf.colour_typing import (COMPARTMENT_FEATURE_NAMES, FEATURE_NAMES, NUCLEUS_DIRECTION, TYPER_FILE,
+                                    ColourTypedModel, ColourTyper, colour_features, compartment_features,
+                                    fit_colour_typer, fit_nucleus_direction, otsu_split, retype, typed_model)
 from mrcnn_tf.errors import ConfigError, MrcnnError
 
 NAMES = ["BG", "Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
@@ -43,6 +44,65 @@ def test_features_match_a_pixel_by_pixel_reference(rng):
     grey = image[..., 0]
     np.testing.assert_allclose(colour_features(grey, mask), reference_features(np.stack([grey] * 3, -1), mask),
                                rtol=1e-6, atol=1e-9)
+
+
+def reference_otsu(values):
+    """Every split between distinct sorted values tried; the between-class variance computed from its definition."""
+    values = sorted(float(v) for v in np.ravel(values))
+    best = None
+    for t in sorted(set(values))[:-1]:
+        low, high = [v for v in values if v <= t], [v for v in values if v > t]
+        w_low, w_high = len(low) / len(values), len(high) / len(values)
+        between = w_low * w_high * (sum(low) / len(low) - sum(high) / len(high)) ** 2
+        if best is None or between > best[0] + 1e-12:
+            best = (between, t)
+    return None if best is None else best[1]
+
+
+def test_otsu_split_matches_the_definition_and_handles_ties_and_one_value(rng):
+    for _ in range(20):
+        values = rng.normal(0, 1, rng.integers(2, 40))
+        if rng.random() < 0.5:  # ties, as a quantised image has
+            values = np.round(values, 1)
+        assert otsu_split(values) == reference_otsu(values)
+    bimodal = np.concatenate([rng.normal(-5, 0.3, 50), rng.normal(5, 0.3, 30)])
+    assert bimodal[bimodal < 0].max() == otsu_split(bimodal)  # the split falls in the gap
+    assert otsu_split([1.0, 2.0]) == 1.0
+    for degenerate in ([], [3.0], [2.0, 2.0, 2.0]):
+        assert otsu_split(degenerate) is None
+
+
+def test_compartment_features_match_a_pixel_by_pixel_reference(rng):
+    image = rng.integers(0, 256, (18, 22, 3), dtype=np.uint8)
+    direction = np.array([0.2, -0.3, -0.9]) / np.linalg.norm([0.2, -0.3, -0.9])
+    for _ in range(3):
+        mask = rng.random((18, 22)) < 0.4
+        projection = color.rgb2lab(image) @ direction  # the whole image's Lab: another code path
+        nucleus = mask & (projection > reference_otsu(projection[mask]))
+        want = np.concatenate([reference_features(image, mask), reference_features(image, nucleus)[:18],
+                               reference_features(image, mask & ~nucleus)[:18], [nucleus.sum() / mask.sum()]])
+        got = compartment_features(image, mask, direction)
+        assert len(got) == len(COMPARTMENT_FEATURE_NAMES) == 56
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(got[:19], colour_features(image, mask))
+    assert not compartment_features(image, np.zeros((18, 22), bool)).any()  # empty: zeros, not NaN
+    flat = np.full((18, 22, 3), (120, 60, 200), np.uint8)  # one colour: no nucleus, the cytoplasm is the cell
+    got = compartment_features(flat, mask)
+    assert not got[19:37].any() and got[-1] == 0
+    np.testing.assert_allclose(got[37:55], got[:18])
+
+
+def test_nucleus_direction_is_fitted_from_two_pixel_clouds(rng):
+    shift = np.array([0.8, -0.3, -0.52])  # the clouds' mean difference, mostly along L*
+    spread = np.array([10.0, 1.0, 1.0])  # ... where the pixels also spread most
+    base = rng.normal(0, 1, (2000, 3)) * spread
+    nucleus, cytoplasm = base[:1000] + 3 * shift, base[1000:] - 3 * shift
+    fisher = shift / spread ** 2  # the within-class covariance's inverse times the mean difference
+    fisher /= np.linalg.norm(fisher)
+    got = fit_nucleus_direction(nucleus, cytoplasm)
+    assert abs(np.linalg.norm(got) - 1) < 1e-9 and got @ fisher > 0.99
+    assert got @ shift / np.linalg.norm(shift) < 0.8  # not the mean difference: L* barely separates them
+    assert (nucleus @ got).mean() > (cytoplasm @ got).mean()
 
 
 def cells(rng, per_type=12):
@@ -177,3 +237,76 @@ def test_typed_model_follows_the_config_and_the_run_folder(tmp_path, rng):
 def test_config_wants_a_bool():
     with pytest.raises(ConfigError, match="COLOUR_TYPING"):
         tiny_config(COLOUR_TYPING="yes")
+
+
+class NucleusDiscDataset(DiscDataset):
+    """Discs with a dark blue nucleus inside, told apart only by their cytoplasm (red: Eosinophil, pink:
+    Neutrophil), with their nucleus masks as `CocoDataset` gives them."""
+
+    has_nucleus = True
+    NUCLEUS = (60, 40, 140)
+
+    def _nuclei(self):
+        yy, xx = np.mgrid[:40, :80]
+        return np.stack([(yy - 20) ** 2 + (xx - 20) ** 2 < 36, (yy - 20) ** 2 + (xx - 60) ** 2 < 36], -1)
+
+    def _colours(self, image_id):
+        red, pink = (220, 90, 70), (215, 170, 190)
+        return (red, pink, [2, 5]) if image_id % 2 else (pink, red, [5, 2])
+
+    def load_image(self, image_id):
+        image = super().load_image(image_id)
+        image[self._nuclei().any(-1)] = self.NUCLEUS
+        return image
+
+    def load_nucleus_mask(self, image_id):
+        return self._nuclei(), np.array(self._colours(image_id)[2], np.int32)
+
+
+def test_fit_takes_the_nucleus_direction_from_the_datasets_own_nucleus_masks():
+    dataset = NucleusDiscDataset()
+    typer = fit_colour_typer(dataset)
+    assert typer.feature_set == "colour+compartments" and typer.nucleus_source.startswith("fitted on the nucleus")
+    # The nucleus's Lab colour lies beyond both cytoplasms' along the fitted direction.
+    nucleus_lab = color.rgb2lab(np.array([[dataset.NUCLEUS]], np.uint8))[0, 0]
+    for cytoplasm in ((220, 90, 70), (215, 170, 190)):
+        assert nucleus_lab @ typer.nucleus_direction > color.rgb2lab(np.array([[cytoplasm]], np.uint8))[0, 0] \
+            @ typer.nucleus_direction
+    image = dataset.load_image(1)
+    masks, class_ids = dataset.load_mask(1)
+    result = {"masks": masks, "class_ids": np.array([5, 5], np.int32)}
+    np.testing.assert_array_equal(retype(result, image, typer)["class_ids"], class_ids)
+    share = typer.features(image, masks[:, :, 0])[-1]
+    assert abs(share - dataset._nuclei()[:, :, 0].sum() / masks[:, :, 0].sum()) < 0.02  # the split finds it
+
+    plain = fit_colour_typer(DiscDataset())  # no nucleus masks: the default direction
+    assert plain.nucleus_source.startswith("default")
+    np.testing.assert_array_equal(plain.nucleus_direction, NUCLEUS_DIRECTION)
+    colour_only = fit_colour_typer(dataset, feature_set="colour")
+    assert colour_only.weights.shape == (19, 5) and len(colour_only.features(image, masks[:, :, 0])) == 19
+    with pytest.raises(MrcnnError, match="feature set 'texture' is unknown"):
+        fit_colour_typer(dataset, feature_set="texture")
+
+
+def test_files_of_both_formats_load(tmp_path):
+    typer = fit_colour_typer(NucleusDiscDataset())
+    path = tmp_path / TYPER_FILE
+    typer.save(path)
+    again = ColourTyper.load(path)
+    assert json.loads(path.read_text())["format"] == "mrcnn_tf colour typer 2"
+    assert again.feature_set == typer.feature_set and again.nucleus_source == typer.nucleus_source
+    np.testing.assert_array_equal(again.nucleus_direction, typer.nucleus_direction)
+    image = NucleusDiscDataset().load_image(0)
+    mask = NucleusDiscDataset().load_mask(0)[0][:, :, 1]
+    np.testing.assert_array_equal(again.features(image, mask), typer.features(image, mask))
+
+    first = fit_colour_typer(DiscDataset(), feature_set="colour").to_dict()  # as the first format wrote it:
+    old = {key: first[key] for key in ("class_names", "mean", "scale", "weights", "bias", "l2", "cv_accuracy",
+                                       "cells")}
+    path.write_text(json.dumps(dict(old, format="mrcnn_tf colour typer 1", features=list(FEATURE_NAMES))))
+    loaded = ColourTyper.load(path)
+    assert loaded.feature_set == "colour" and len(loaded.features(image, mask)) == 19
+    path.write_text(json.dumps(dict(first, feature_set="texture")))
+    with pytest.raises(MrcnnError, match=f"{path}: colour typer feature set 'texture' is unknown") as info:
+        ColourTyper.load(path)
+    assert "\n" not in str(info.value)

@@ -259,5 +259,6 @@ def _write_colour_typer(train_dataset, run_dir):
 
     typer = fit_colour_typer(train_dataset)
     typer.save(run_dir / TYPER_FILE)
-    click.echo(f"Colour typer: {run_dir / TYPER_FILE} (fitted on {typer.cells} training cells, L2 {typer.l2:g}, "
-               f"cross-validated accuracy {typer.cv_accuracy:.3f})")
+    click.echo(f"Colour typer: {run_dir / TYPER_FILE} ({typer.feature_set} features, fitted on {typer.cells} "
+               f"training cells, L2 {typer.l2:g}, cross-validated accuracy {typer.cv_accuracy:.3f}; nucleus colour "
+               f"direction {typer.nucleus_source})")
