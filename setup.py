@@ -25,6 +25,8 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "nbmake>=1.5", "ipykernel>=6"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+        # bench/compare_torchvision.py only: torchvision's Mask R-CNN timed beside mrcnn_tf in the same run.
+        "compare": ["torch>=2.4", "torchvision>=0.19"],
     },
     entry_points={"console_scripts": ["mrcnn-tf=mrcnn_tf.cli:main"]},
     classifiers=[

@@ -8,7 +8,8 @@ training fields of ../shared/data/bccd-wbc (or --data) and scores the 57 validat
 --every epochs: Matterport's mask mAP50, COCO segm AP, typing accuracy, per-type AP50 and the type
 confusion matrix, against steps (seeded work: the same curve on any CPU up to thread nondeterminism) and
 training minutes on this machine (scoring excluded). The curve is saved as JSON in --out. With COLOUR_TYPING
-(BccdConfig's) the last point is scored again with the types from the colour typer `mrcnn-tf train` would write.
+(BccdConfig's) every point is scored again with the types from the colour typer `mrcnn-tf train` writes (fitted
+on the training cells' hand-drawn masks before training: it does not depend on the network).
 """
 import argparse
 import json
@@ -39,19 +40,17 @@ def confusion_lines(confusion):
     return lines
 
 
-def colour_typed_scores(config, scorer, train_set, val_set):
-    """COLOUR_TYPING: the last point's model scored again with the colour typer `mrcnn-tf train` writes."""
-    if not config.COLOUR_TYPING:
-        return None
-    from mrcnn_tf.colour_typing import ColourTypedModel, fit_colour_typer
-    from mrcnn_tf.evaluation.evaluate import evaluate_dataset
-
-    typer = fit_colour_typer(train_set)
-    scores = evaluate_dataset(ColourTypedModel(scorer.inference, typer), val_set)
-    print(f"\ntyped by colour inside the predicted masks (typer on {typer.cells} training cells, L2 {typer.l2:g}): "
-          f"mask mAP50 {scores['mAP50']:.3f}, COCO segm AP {scores['AP']:.3f}, typing accuracy {scores['accuracy']:.3f}")
-    print("\n".join(confusion_lines(scores["confusion_matrix"])))
-    return {key: scores[key] for key in ("mAP50", "AP", "accuracy", "per_class", "confusion_matrix")}
+def print_colour_typed(curve, typer):
+    """COLOUR_TYPING: the curve's points scored with the colour typer's types, and the last point's confusion."""
+    print(f"\ntyped by colour inside the predicted masks ({typer.feature_set} typer on {typer.cells} training cells, "
+          f"L2 {typer.l2:g}, cross-validated {typer.cv_accuracy:.3f}; nucleus direction {typer.nucleus_source}):")
+    print("\n| epoch | steps | training minutes (here) | mask mAP50 | COCO segm AP | typing accuracy |")
+    print("|---|---|---|---|---|---|")
+    for p in curve:
+        t = p["colour_typed"]
+        print(f"| {p['epoch']} | {p['steps']} | {p['minutes']:.1f} | {t['mAP50']:.3f} | {t['AP']:.3f} | "
+              f"{t['accuracy']:.3f} |")
+    print("\n".join(confusion_lines(curve[-1]["colour_typed"]["confusion_matrix"])))
 
 
 def main(argv=None):
@@ -69,6 +68,7 @@ def main(argv=None):
     parser.add_argument("--out", default="bench/out/bccd")
     args = parser.parse_args(argv)
 
+    from mrcnn_tf.colour_typing import fit_colour_typer
     from mrcnn_tf.demo import save_curve, train_datasets
     from mrcnn_tf.cli.train import parse_schedule
     from mrcnn_tf.presets import make_config, scratch_schedule
@@ -83,8 +83,9 @@ def main(argv=None):
     print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; config {args.config} {args.overrides or ''}; "
           f"{train_set.num_images} training / {val_set.num_images} validation fields")
     started = time.time()
+    typer = fit_colour_typer(train_set) if config.COLOUR_TYPING else None
     _, scorer = train_datasets(config, train_set, val_set, out / "logs", args.epochs, args.every, seed=args.seed,
-                               augment=not args.no_augment, init_weights=args.init)
+                               augment=not args.no_augment, init_weights=args.init, typer=typer)
     curve = scorer.curve
     save_curve(curve, out / "curve.json")
     types = [name for name in train_set.class_names[1:]]
@@ -100,7 +101,9 @@ def main(argv=None):
         print("\ntype confusion at the last point (rows: true type, columns: detected type or missed):")
         print("\n".join(confusion_lines(curve[-1]["confusion_matrix"])))
     final = curve[-1] if curve else {}
-    typed = colour_typed_scores(config, scorer, train_set, val_set) if curve else None
+    typed = curve[-1].get("colour_typed") if curve else None
+    if typed:
+        print_colour_typed(curve, typer)
     print(f"\nSUMMARY learn_bccd {time.strftime('%Y-%m-%d')} {args.config} {' '.join(args.overrides)}: "
           f"{final.get('steps')} steps, mAP50 {final.get('mAP50', float('nan')):.3f}, accuracy "
           f"{final.get('accuracy', float('nan')):.3f}, {final.get('minutes', float('nan')):.1f} training min; "

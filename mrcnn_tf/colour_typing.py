@@ -340,5 +340,5 @@ def typed_model(model, checkpoint, echo=None):
         raise MrcnnError(f"{path}: its {len(typer.class_names)} classes do not match the model's NUM_CLASSES="
                          f"{model.config.NUM_CLASSES}; delete it, or retrain to write it again")
     if echo:
-        echo(f"Types from {path} (colour inside each predicted mask; fitted on {typer.cells} cells)")
+        echo(f"Types from {path} ({typer.feature_set} inside each predicted mask; fitted on {typer.cells} cells)")
     return ColourTypedModel(model, typer)

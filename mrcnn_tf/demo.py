@@ -99,15 +99,18 @@ class HeldOutEvaluation(keras.callbacks.Callback):
         epochs: the epoch training stops after (cumulative).
         score_every: score after every this many epochs, and always after the last one.
         echo: callable for one progress line per evaluation.
+        typer: optional `ColourTyper` (COLOUR_TYPING): each point is scored a second time with the types it gives
+            the detected cells, under "colour_typed" (it is fitted on the training cells' hand-drawn masks, so it
+            does not change while the network trains).
 
     Attributes:
-        curve: list of dicts (epoch, steps, minutes, mAP50, AP, accuracy, loss); minutes count
-            training only (data loading, tracing, steps), not the scoring.
+        curve: list of dicts (epoch, steps, minutes, mAP50, AP, accuracy, loss, and colour_typed when a typer
+            is given); minutes count training only (data loading, tracing, steps), not the scoring.
         inference: the inference `MaskRCNN` holding the weights of the last evaluation.
         last_scores: the full `evaluate_dataset` result of the last evaluation.
     """
 
-    def __init__(self, mrcnn, val_dataset, epochs, score_every=4, echo=print):
+    def __init__(self, mrcnn, val_dataset, epochs, score_every=4, echo=print, typer=None):
         super().__init__()
         from mrcnn_tf.model import MaskRCNN
 
@@ -116,6 +119,7 @@ class HeldOutEvaluation(keras.callbacks.Callback):
         self.epochs = int(epochs)
         self.score_every = max(1, int(score_every))
         self.echo = echo
+        self.typer = typer
         config = type(mrcnn.config).from_dict(mrcnn.config.to_dict())
         config.IMAGES_PER_GPU, config.GPU_COUNT = 1, 1
         config.refresh()
@@ -167,6 +171,14 @@ class HeldOutEvaluation(keras.callbacks.Callback):
         self.echo(f"  epoch {epoch:3d} ({point['steps']} steps, {minutes:4.1f} min)  held-out mAP50 "
                   f"{_fmt(point['mAP50'])}  COCO AP {_fmt(point['AP'])}  typing accuracy {_fmt(point['accuracy'])}  "
                   f"loss {point['loss']:.3f}")
+        if self.typer is not None:
+            from mrcnn_tf.colour_typing import ColourTypedModel
+
+            typed = evaluate_dataset(ColourTypedModel(self.inference, self.typer), self.val_dataset)
+            point["colour_typed"] = {key: typed.get(key) for key in ("mAP50", "AP", "accuracy", "per_class",
+                                                                     "confusion_matrix")}
+            self.echo(f"      typed by colour: mAP50 {_fmt(typed['mAP50'])}  COCO AP {_fmt(typed['AP'])}  typing "
+                      f"accuracy {_fmt(typed['accuracy'])}")
         self._paused += time.perf_counter() - began
         return point
 
@@ -183,7 +195,7 @@ def _fmt(value):
 
 
 def train_datasets(config, train_set, val_set, logs_dir, epochs, score_every=4, seed=0, augment=True, echo=print,
-                   init_weights=None):
+                   init_weights=None, typer=None):
     """Train `config` (from random weights, or `init_weights`) for `epochs` epochs, scoring `val_set` as it goes.
 
     Args:
@@ -196,6 +208,7 @@ def train_datasets(config, train_set, val_set, logs_dir, epochs, score_every=4, 
         echo: callable for progress lines.
         init_weights: optional weight file to start from instead of random weights (loaded by name;
             training still counts epochs from 0).
+        typer: optional `ColourTyper`: every point is also scored with its types (`HeldOutEvaluation`).
 
     Returns:
         (mrcnn, scorer): the training `MaskRCNN` (checkpoints in its log_dir) and the
@@ -209,7 +222,7 @@ def train_datasets(config, train_set, val_set, logs_dir, epochs, score_every=4, 
     if init_weights:
         echo(str(mrcnn.load_weights(str(init_weights), by_name=True, verbose=0)))
         mrcnn.set_log_dir()  # a start point, not a run to resume: a new run folder from epoch 0
-    scorer = HeldOutEvaluation(mrcnn, val_set, epochs, score_every, echo=echo)
+    scorer = HeldOutEvaluation(mrcnn, val_set, epochs, score_every, echo=echo, typer=typer)
     mrcnn.train(train_set, val_set, learning_rate=config.LEARNING_RATE, epochs=epochs, layers="all",
                 augmentation=augmentation_for(config) if augment else None, custom_callbacks=[scorer], seed=seed,
                 verbose=0)

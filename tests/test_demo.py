@@ -103,3 +103,35 @@ def test_time_estimate_leaves_out_the_traced_first_step():
     # One step per epoch: nothing to subtract, the epoch itself is the estimate.
     single = SimpleNamespace(mrcnn=SimpleNamespace(config=SimpleNamespace(STEPS_PER_EPOCH=1)), epochs=3)
     assert "about 4 more minutes" in HeldOutEvaluation.estimate_line(single, 120.0, 120.0, 1)
+
+
+def test_each_point_is_scored_again_with_the_colour_typer(monkeypatch):
+    from types import SimpleNamespace
+
+    from mrcnn_tf import demo
+    from mrcnn_tf.colour_typing import ColourTypedModel
+    from mrcnn_tf.evaluation import evaluate as evaluate_module
+
+    calls = []
+
+    def fake_evaluate(model, dataset):
+        calls.append(model)
+        typed = isinstance(model, ColourTypedModel)
+        return {"mAP50": 0.9 if typed else 0.5, "AP": 0.6 if typed else 0.3, "accuracy": 0.95 if typed else 0.4,
+                "per_class": {"Eosinophil": 1.0 if typed else 0.0}, "confusion_matrix": {"typed": typed}}
+
+    monkeypatch.setattr(evaluate_module, "evaluate_dataset", fake_evaluate)
+    monkeypatch.setattr(demo, "copy_weights", lambda source, target: 0)
+    lines, typer = [], object()
+    scorer = SimpleNamespace(mrcnn=SimpleNamespace(keras_model=None, config=SimpleNamespace(STEPS_PER_EPOCH=10)),
+                             inference=SimpleNamespace(keras_model=None), val_dataset="val", curve=[], echo=lines.append,
+                             typer=typer, training_seconds=lambda: 120.0, _paused=0.0)
+    point = HeldOutEvaluation.evaluate(scorer, 3, {"loss": 1.5})
+    assert [type(model) for model in calls] == [SimpleNamespace, ColourTypedModel]
+    assert calls[1].model is scorer.inference and calls[1].typer is typer
+    assert (point["mAP50"], point["accuracy"], point["steps"]) == (0.5, 0.4, 30)  # the class head's, as before
+    assert point["colour_typed"] == {"mAP50": 0.9, "AP": 0.6, "accuracy": 0.95, "per_class": {"Eosinophil": 1.0},
+                                     "confusion_matrix": {"typed": True}}
+    assert "typed by colour: mAP50 0.900" in lines[-1]
+    scorer.typer, calls[:] = None, []  # no typer: one scoring, no colour_typed key
+    assert "colour_typed" not in HeldOutEvaluation.evaluate(scorer, 4) and len(calls) == 1
