@@ -16,9 +16,11 @@ The work (the issue's definition, both sides):
              molding, graph, full-size masks; torchvision `model([tensor])` in eval mode: transform, graph,
              pasted masks)
   training   one optimizer step, same network from random weights with BatchNorm trained, 2 instances,
-             2000 proposals, 512 sampled ROIs per image, 256 RPN anchors, batch 1, SGD momentum 0.9 (mrcnn_tf
+             2000 proposals, 512 sampled ROIs per image, 256 RPN anchors, batch 1, SGD momentum 0.9 at 0.001 (mrcnn_tf
              `train_on_batch` on a batch built by its DataGenerator; torchvision forward + backward + step)
-Both start from the same uint8 image and instance masks. `--isa avx2` sets ONEDNN_MAX_CPU_ISA=AVX2 for both
+Both start from the same uint8 image and instance masks. One difference is Matterport's architecture, kept because
+the COCO weights need it: its RPN conv is 512 channels wide, torchvision's 256 (twice the RPN's arithmetic, a fifth
+of the step's); `--tf-set RPN_CONV_CHANNELS=256` times mrcnn_tf on torchvision's width. `--isa avx2` sets ONEDNN_MAX_CPU_ISA=AVX2 for both
 and ATEN_CPU_CAPABILITY=avx2 for torch: what an AVX2-only CPU runs, on a machine that has AVX-512.
 """
 import argparse
@@ -35,6 +37,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZE, CLASSES, PROPOSALS_INFER, DETECTIONS = 512, 6, 1000, 100
 PROPOSALS_TRAIN, ROIS_PER_IMAGE, RPN_ANCHORS = 2000, 512, 256
+# At 0.01 torchvision's RPN left no proposal after its fifth step from random weights (2000, 2000, 2000, 2000, 1328,
+# then 0): its box and mask heads then ran on the 2 ground-truth boxes alone and the step took 0.93 s instead of
+# 1.45 s, less work than the compared one. At 0.001 it keeps its 2000 proposals (16 steps checked); mrcnn_tf's heads
+# always run on their TRAIN_ROIS_PER_IMAGE slots. The torch worker counts the ROIs its box head sees in each step.
+LEARNING_RATE = 0.001
 
 
 def make_work(path, seed=0):
@@ -73,8 +80,9 @@ def tf_setup(threads):
     return tf
 
 
-def tf_config():
-    """The compared work as an mrcnn_tf Config (ResNet-50 FPN, BatchNorm trained, the sizes above)."""
+def tf_config(overrides=()):
+    """The compared work as an mrcnn_tf Config (ResNet-50 FPN, BatchNorm trained, the sizes above), with
+    `overrides` ("KEY=VALUE", as `mrcnn-tf train --set`) applied."""
     from mrcnn_tf.config import Config
 
     attributes = dict(NAME="compare", BACKBONE="resnet50", GPU_COUNT=1, IMAGES_PER_GPU=1, NUM_CLASSES=CLASSES,
@@ -82,8 +90,8 @@ def tf_config():
                       POST_NMS_ROIS_INFERENCE=PROPOSALS_INFER, DETECTION_MIN_CONFIDENCE=0.0,
                       DETECTION_MAX_INSTANCES=DETECTIONS, POST_NMS_ROIS_TRAINING=PROPOSALS_TRAIN,
                       TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, RPN_TRAIN_ANCHORS_PER_IMAGE=RPN_ANCHORS, TRAIN_BN=True,
-                      LEARNING_RATE=0.01)
-    return type("CompareConfig", (Config,), attributes)()
+                      LEARNING_RATE=LEARNING_RATE)
+    return type("CompareConfig", (Config,), attributes)().apply_overrides(list(overrides))
 
 
 def tf_train_batch(config, work):
@@ -107,11 +115,11 @@ def tf_train_batch(config, work):
     return list(DataGenerator(dataset, config, shuffle=False)[0][0])
 
 
-def tf_models(parts, logs, work):
+def tf_models(parts, logs, work, overrides=()):
     """{part: a callable doing one unit of the part's work} for "infer" and "train"."""
     from mrcnn_tf.model import MaskRCNN
 
-    config = tf_config()
+    config = tf_config(overrides)
     calls = {}
     if "infer" in parts:
         model = MaskRCNN("inference", config, logs)
@@ -133,10 +141,10 @@ def tf_worker(args, work):
     with tempfile.TemporaryDirectory() as logs:
         for part in args.parts:
             # One part at a time, as before: the inference model is released before training builds.
-            call = tf_models([part], logs, work)[part]
+            call = tf_models([part], logs, work, args.tf_set)[part]
             if part == "infer":
                 result["detections"] = len(call()[0]["class_ids"])
-            result[part] = timed(call, args.runs, warmup=2)
+            result[part] = timed(call, args.runs, warmup=args.warmup)
             del call
     return result
 
@@ -159,7 +167,7 @@ def torch_worker(args, work):
                                       box_detections_per_img=DETECTIONS).eval()
         with torch.no_grad():
             result["detections"] = int(model([image])[0]["labels"].shape[0])
-            result["infer"] = timed(lambda: model([image]), args.runs, warmup=2)
+            result["infer"] = timed(lambda: model([image]), args.runs, warmup=args.warmup)
         del model
     if "train" in args.parts:
         # From random weights torchvision trains BatchNorm (FrozenBatchNorm only with pretrained weights).
@@ -173,7 +181,10 @@ def torch_worker(args, work):
             boxes.append([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
         target = {"boxes": torch.tensor(boxes, dtype=torch.float32),
                   "labels": torch.from_numpy(work["class_ids"]).long(), "masks": masks}
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9)
+        box_head_rois = []
+        model.roi_heads.box_head.register_forward_hook(lambda module, inputs, output:
+                                                       box_head_rois.append(int(inputs[0].shape[0])))
 
         def step():
             optimizer.zero_grad()
@@ -181,7 +192,8 @@ def torch_worker(args, work):
             loss.backward()
             optimizer.step()
 
-        result["train"] = timed(step, args.runs, warmup=2)
+        result["train"] = timed(step, args.runs, warmup=args.warmup)
+        result["train"]["box_head_rois"] = box_head_rois[-args.runs:]  # the timed steps'
     return result
 
 
@@ -194,7 +206,8 @@ def isa_env(isa):
 
 def run_worker(python, library, args, work_path):
     command = [python, os.path.abspath(__file__), "--worker", library, "--work", work_path, "--threads",
-               str(args.threads), "--runs", str(args.runs), "--parts", *args.parts]
+               str(args.threads), "--runs", str(args.runs), "--warmup", str(args.warmup), "--parts", *args.parts,
+               *[f"--tf-set={item}" for item in args.tf_set]]
     env = dict(os.environ, **isa_env(args.isa))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     completed = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -220,10 +233,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls before the timed ones (both sides)")
     parser.add_argument("--parts", nargs="+", default=["infer", "train"], choices=["infer", "train"])
     parser.add_argument("--isa", default="native", choices=["native", "avx2"],
                         help="avx2: limit oneDNN (both) and ATen (torch) to AVX2 kernels")
     parser.add_argument("--torch-python", default=sys.executable, help="an interpreter with torch + torchvision")
+    parser.add_argument("--tf-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Config override for the mrcnn_tf side, e.g. RPN_CONV_CHANNELS=256: torchvision's "
+                             "RPN conv is 256 wide, Matterport's (and the COCO weights') 512, twice its arithmetic")
     parser.add_argument("--worker", choices=["tf", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -244,7 +261,7 @@ def main(argv=None):
     load_after = os.getloadavg()[0]
     print(f"bench/compare_torchvision.py  date={started:%Y-%m-%d %H:%M}  cmd=python {' '.join(sys.argv)}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cpus, threads={args.threads}, isa={args.isa}, "
-          f"load {load_before:.1f} -> {load_after:.1f}")
+          f"load {load_before:.1f} -> {load_after:.1f}" + (f"; mrcnn_tf with {' '.join(args.tf_set)}" if args.tf_set else ""))
     for key in ("tf", "torch"):
         print(f"  {key:5s} {results[key]['library']}")
     summary = []
@@ -253,9 +270,15 @@ def main(argv=None):
         for key, seconds in (("tf", tf_s), ("torch", torch_s)):
             runs = ", ".join(f"{t:.2f}" for t in results[key][part]["times"])
             print(f"  {part:5s} {key:5s} median {seconds:7.3f} s  [{runs}]")
+        rois = results["torch"][part].get("box_head_rois")
+        if rois is not None:
+            print(f"  {part:5s} torchvision's box head saw {min(rois)}-{max(rois)} ROIs per timed step (mrcnn_tf's: "
+                  f"{ROIS_PER_IMAGE}, always)" + ("" if min(rois) == ROIS_PER_IMAGE else
+                                                   "  WARNING: not the same work, the ratio is not comparable"))
         print(f"  {part:5s} mrcnn_tf / torchvision = {tf_s / torch_s:.2f}x")
         summary.append(f"{part} {tf_s:.3f} s vs {torch_s:.3f} s = {tf_s / torch_s:.2f}x")
-    print(f"SUMMARY compare_torchvision {started:%Y-%m-%d} threads={args.threads} isa={args.isa}: "
+    print(f"SUMMARY compare_torchvision {started:%Y-%m-%d} threads={args.threads} isa={args.isa}"
+          + "".join(f" {item}" for item in args.tf_set) + ": "
           + "; ".join(summary) + f"; load {load_before:.1f}-{load_after:.1f}")
 
 

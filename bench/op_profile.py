@@ -85,7 +85,8 @@ def report(events, steps, wall, top):
     total = sum(e[4] for e in events) / 1e12 / steps
     print(f"  wall {wall:.3f} s per step; op time {total:.3f} s per step summed over threads "
           f"({len(events) // steps} kernels); the busiest thread is in ops {covered_seconds(events) / steps:.3f} s")
-    for title, key in (("op type", lambda e: e[1]), ("layer", lambda e: layer_of(e[0]))):
+    for title, key in (("op type", lambda e: e[1]), ("layer", lambda e: layer_of(e[0])),
+                       ("layer and op type", lambda e: f"{layer_of(e[0])}  {e[1]}")):
         sums, counts = collections.Counter(), collections.Counter()
         for event in events:
             sums[key(event)] += event[4] / 1e12 / steps

@@ -10,12 +10,20 @@ Two facts drive this module:
   bench/RESULTS.md). oneDNN runs fine on AVX2, so mrcnn_tf asks for it unless the user chose otherwise.
 - The variable is read once, while TensorFlow is imported: setting it later has no effect. Importing
   `mrcnn_tf` first is enough; when TensorFlow came first with oneDNN off, `check_onednn` says how to fix it.
+
+`cpu_runs_avx512` tells the convolution layer which CPU tricks pay: the kernel gradient as matrix products
+and the row bands (ops/conv_filter_grad.py, ops/band_conv.py) make up for oneDNN's slow AVX2 kernels, and on
+an AVX-512 CPU they cost time instead (a ResNet-50 training step 1.16 -> 1.28 s on a Zen 5 EPYC, bench/RESULTS.md).
 """
+import functools
 import os
 import sys
 import warnings
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"  # oneDNN's own cap on the instruction set its kernels use
+# oneDNN's avx512_core: the AVX-512 subsets its AVX-512 kernels need.
+AVX512_CORE_FLAGS = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"})
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 
 # What the user had set before mrcnn_tf touched the environment (None: not set).
@@ -37,6 +45,33 @@ def configure_environment(environ=None):
     # Errors only from TensorFlow's C++ side unless the user asked for more; the CLI goes further (level 3).
     environ.setdefault(LOG_LEVEL_VARIABLE, "2")
     return environ
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The instruction-set flags of the first CPU in `cpuinfo` (Linux), or an empty set where there is none."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_runs_avx512(flags=None, environ=None):
+    """Whether oneDNN's kernels run AVX-512 here: the CPU has avx512_core's flags and ONEDNN_MAX_CPU_ISA does not
+    cap oneDNN below it (SSE41, AVX, AVX2, AVX2_VNNI...). False where the flags cannot be read.
+
+    Args:
+        flags: the CPU's flags (default: `cpu_flags()`); environ: the environment (default `os.environ`).
+    """
+    environ = os.environ if environ is None else environ
+    cap = environ.get(ISA_VARIABLE, "").strip().upper()
+    if cap.startswith(("SSE", "AVX2")) or cap == "AVX":
+        return False
+    return AVX512_CORE_FLAGS <= (cpu_flags() if flags is None else frozenset(flags))
 
 
 def onednn_enabled():

@@ -71,3 +71,22 @@ def test_cli_mutes_the_cuda_probe_unless_the_user_set_a_level(user_level, expect
     assert result.stdout.split()[-1] == expected
     if user_level is None:
         assert "cuInit" not in result.stderr and "E0000" not in result.stderr
+
+
+def test_cpu_runs_avx512_reads_the_flags_and_onednns_cap(tmp_path):
+    from mrcnn_tf import runtime
+
+    zen5 = {"fpu", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16"}
+    assert runtime.cpu_runs_avx512(zen5, environ={}) is True
+    assert runtime.cpu_runs_avx512({"fpu", "avx2", "fma"}, environ={}) is False  # Zen 1-3
+    assert runtime.cpu_runs_avx512({"avx2", "avx512f"}, environ={}) is False  # Knights Landing: no BW/VL/DQ
+    for cap in ("AVX2", "avx2_vnni", "AVX", "SSE41"):  # oneDNN told to stay below AVX-512
+        assert runtime.cpu_runs_avx512(zen5, environ={runtime.ISA_VARIABLE: cap}) is False
+    for cap in ("AVX512_CORE", "AVX512_CORE_AMX", "ALL", ""):
+        assert runtime.cpu_runs_avx512(zen5, environ={runtime.ISA_VARIABLE: cap}) is True
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512dq avx512bw avx512vl\n\nprocessor\t: 1\n"
+                       "flags\t\t: fpu\n")
+    assert runtime.cpu_flags(str(cpuinfo)) >= runtime.AVX512_CORE_FLAGS  # the first CPU's line
+    assert runtime.cpu_flags(str(tmp_path / "missing")) == frozenset()  # no /proc/cpuinfo (macOS...): no flags
+    assert runtime.cpu_runs_avx512(frozenset(), environ={}) is False

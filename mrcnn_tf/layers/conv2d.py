@@ -20,14 +20,15 @@ class Conv2D(layers.Conv2D):
     the weights (names, shapes) and `get_config` are Conv2D's: COCO and ImageNet files load unchanged.
 
     The matrix form is used for stride 1, no dilation, one group, channels_last and a kernel larger than
-    1x1, when the layer is traced on a machine where TensorFlow sees no GPU and the shapes are ones where it
+    1x1, when the layer is traced on a machine where TensorFlow sees no GPU and oneDNN runs no AVX-512 (its
+    AVX-512 kernel gradients are fast) and the shapes are ones where it
     was measured faster (`prefers_matmul`), or always with MRCNN_TF_CONV_FILTER_GRAD=matmul, and only while a
     GradientTape records (training steps): inference and PreciseBN's passes are exactly Conv2D, as is
     every other case.
 
-    On a CPU, a stride-1 convolution over a large map (ResNet-50's P2 and P3 at 512 px) runs as a batch of
-    overlapping row bands (`ops/band_conv.py`): oneDNN convolves one large image at a third of its speed on
-    a batch. Same values; MRCNN_TF_CONV_BANDS=off runs every convolution whole.
+    On a CPU without AVX-512, a stride-1 convolution over a large map (ResNet-50's P2 and P3 at 512 px) runs as
+    a batch of overlapping row bands (`ops/band_conv.py`): oneDNN's AVX2 kernels convolve one large image at a
+    third of their speed on a batch. Same values; MRCNN_TF_CONV_BANDS=off runs every convolution whole.
 
     Args:
         filters, kernel_size, **kwargs: as `keras.layers.Conv2D`.

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from mrcnn_tf.errors import MrcnnError
 
-# MRCNN_TF_CONV_FILTER_GRAD: "auto" (matrix products when TensorFlow sees no GPU), "matmul" or "native".
+# MRCNN_TF_CONV_FILTER_GRAD: "auto" (matrix products on a CPU without AVX-512), "matmul" or "native".
 POLICY_VARIABLE = "MRCNN_TF_CONV_FILTER_GRAD"
 POLICIES = ("auto", "matmul", "native")
 # Above this the im2col matrix (N*H*W x k*k*C_in floats) is not worth its memory: go tap by tap
@@ -58,12 +58,15 @@ def use_matmul_filter_grad(input_shape=None, kernel_shape=None):
     """Whether a convolution traced now uses `conv2d_matmul_filter_grad`.
 
     "matmul" always does and "native" never; "auto" does on machines where TensorFlow sees no GPU (cuDNN's
-    kernel gradients are fast) and, given the shapes, where `prefers_matmul` says it pays.
+    kernel gradients are fast) and oneDNN runs no AVX-512 (its AVX-512 kernel gradients are as fast as the
+    products: bench/conv_filter_grad.py on a Zen 5 EPYC), and, given the shapes, where `prefers_matmul` says it pays.
     """
+    from mrcnn_tf.runtime import cpu_runs_avx512
+
     chosen = policy()
     if chosen != "auto":
         return chosen == "matmul"
-    if tf.config.list_logical_devices("GPU"):
+    if tf.config.list_logical_devices("GPU") or cpu_runs_avx512():
         return False
     return input_shape is None or kernel_shape is None or prefers_matmul(input_shape, kernel_shape)
 

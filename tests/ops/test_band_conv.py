@@ -67,7 +67,13 @@ def test_empty_batch_and_rows_that_do_not_divide():
 
 
 def test_band_count_splits_only_large_wide_maps_on_a_cpu(monkeypatch):
+    from mrcnn_tf import runtime
+
     monkeypatch.delenv(band_conv.BANDS_VARIABLE, raising=False)
+    assert band_count((1, 128, 128, 256), (3, 3, 256, 256), on_gpu=False, avx512=True) == 1  # fast whole
+    monkeypatch.setattr(runtime, "cpu_runs_avx512", lambda: True)
+    assert band_count((1, 128, 128, 256), (3, 3, 256, 256), on_gpu=False) == 1
+    monkeypatch.setattr(runtime, "cpu_runs_avx512", lambda: False)  # AVX2 (or no flags to tell): bands
     assert band_count((1, 128, 128, 256), (3, 3, 256, 256), on_gpu=False) == 4  # ResNet-50 P2 at 512 px
     assert band_count((1, 64, 64, 256), (3, 3, 256, 512), on_gpu=False) == 4
     assert band_count((1, 40, 128, 256), (3, 3, 256, 256), on_gpu=False) == 2  # 10-row bands are too thin
@@ -85,7 +91,10 @@ def test_band_count_splits_only_large_wide_maps_on_a_cpu(monkeypatch):
 
 
 def test_layer_runs_large_maps_in_bands_with_keras_values(monkeypatch):
+    from mrcnn_tf import runtime
+
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind: [])
+    monkeypatch.setattr(runtime, "cpu_runs_avx512", lambda: False)  # an AVX2 CPU's choice, on any CPU
     calls = []
     real = band_conv.conv2d_in_bands
     monkeypatch.setattr("mrcnn_tf.layers.conv2d.conv2d_in_bands", lambda *a: calls.append(a[3]) or real(*a))

@@ -97,10 +97,19 @@ def test_unknown_policy_is_one_line(monkeypatch):
     assert "MRCNN_TF_CONV_FILTER_GRAD='fast'" in str(info.value) and "\n" not in str(info.value)
 
 
-def test_auto_policy_uses_matmul_only_without_a_gpu(monkeypatch):
+def test_auto_policy_uses_matmul_only_on_a_cpu_without_avx512(monkeypatch):
+    from mrcnn_tf import runtime
+
     monkeypatch.setenv(conv_filter_grad.POLICY_VARIABLE, "auto")
-    assert conv_filter_grad.use_matmul_filter_grad() == (not tf.config.list_logical_devices("GPU"))
+    assert conv_filter_grad.use_matmul_filter_grad() == (not tf.config.list_logical_devices("GPU")
+                                                         and not runtime.cpu_runs_avx512())
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind: [])
+    monkeypatch.setattr(runtime, "cpu_runs_avx512", lambda: True)  # oneDNN's AVX-512 kernel gradients: its own
+    assert conv_filter_grad.use_matmul_filter_grad((4, 80, 80, 64), (3, 3, 64, 64)) is False
+    monkeypatch.setenv(conv_filter_grad.POLICY_VARIABLE, "matmul")  # ... unless asked for
+    assert conv_filter_grad.use_matmul_filter_grad((4, 80, 80, 64), (3, 3, 64, 64)) is True
+    monkeypatch.setenv(conv_filter_grad.POLICY_VARIABLE, "auto")
+    monkeypatch.setattr(runtime, "cpu_runs_avx512", lambda: False)
     # On a CPU: large maps or wide inputs take the matrix products, the mask head's small ROIs do not.
     assert conv_filter_grad.use_matmul_filter_grad((4, 80, 80, 64), (3, 3, 64, 64)) is True
     assert conv_filter_grad.use_matmul_filter_grad((4, 10, 10, 512), (3, 3, 512, 512)) is True
