@@ -5,8 +5,10 @@
 
 Trains `maskrcnn_resnet50_fpn` from random weights (BatchNorm trained, as torchvision does without pretrained
 weights) on the 227 training fields of ../shared/data/bccd-wbc at 320x240 (min_size 240, max_size 320), batch 2,
-SGD 0.01 with momentum 0.9 and weight decay 1e-4 after a linear warm-up, random horizontal flips: a new user's
-recipe, the one issue 14 measured (mask mAP50 0.58, typing 0.58 after 15 minutes). Every --every training minutes
+SGD with momentum 0.9 and weight decay 1e-4 after a linear warm-up, gradients clipped to norm --clip (as Matterport
+clips at 5), random horizontal flips: a new user's recipe, close to the one issue 14 measured (SGD 0.01, mask mAP50
+0.58, typing 0.58 after 15 minutes). At 0.01 without clipping the loss went to NaN within 192 steps here
+(2026-12-07), hence --lr 0.005 and --clip 10 by default; a run whose loss stops being finite ends with one line. Every --every training minutes
 (scoring excluded) it scores the 57 validation fields with mrcnn_tf's own `evaluate_dataset` (Matterport's mask
 mAP50, COCO segm AP, typing accuracy), so its curve reads against bench/learn_bccd.py's point by point, in the same
 minutes on the same machine. Training is by time here, not by steps: this is the peer's curve on this CPU.
@@ -67,7 +69,7 @@ def training_pairs(dataset, torch):
         target = {"boxes": torch.tensor(np.array(boxes, np.float32).reshape(-1, 4)),
                   "labels": torch.from_numpy(class_ids.astype(np.int64)),
                   "masks": torch.from_numpy(masks.transpose(2, 0, 1).astype(np.uint8))}
-        pairs.append((torch.from_numpy(image).permute(2, 0, 1).float() / 255, target))
+        pairs.append((torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255, target))
     return pairs
 
 
@@ -84,7 +86,8 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, default=15.0, help="training minutes (scoring excluded)")
     parser.add_argument("--every", type=float, default=2.5, help="score every this many training minutes")
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr", type=float, default=0.005)
+    parser.add_argument("--clip", type=float, default=10.0, help="gradient norm clip (0: none)")
     parser.add_argument("--warmup", type=int, default=100, help="steps of linear warm-up")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=0)
@@ -124,8 +127,13 @@ def main(argv=None):
             group["lr"] = args.lr * min(1.0, (steps + 1) / max(1, args.warmup))
         losses = model([image for image, _ in batch], [target for _, target in batch])
         loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            sys.exit(f"learn_bccd_torchvision: the loss is {float(loss)} at step {steps + 1}: training diverged; "
+                     "lower --lr or --clip")
         optimizer.zero_grad()
         loss.backward()
+        if args.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         optimizer.step()
         steps += 1
         trained += time.perf_counter() - began

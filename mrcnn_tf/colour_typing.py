@@ -263,7 +263,7 @@ class ColourTyper:
 
 
 def fit_colour_typer(dataset, feature_set=DEFAULT_FEATURE_SET, **kwargs):
-    """A `ColourTyper` fitted on the hand-drawn masks of every cell of a prepared `Dataset`.
+    """A `ColourTyper` fitted on the hand-drawn masks of every cell of a prepared `Dataset` (crowd regions left out).
 
     With "colour+compartments" the nucleus direction is fitted on the dataset's own nucleus masks when it has them
     (`CocoDataset` with a ``nucleus`` segmentation on every annotation, as BCCD-WBC), else `NUCLEUS_DIRECTION`.
@@ -278,7 +278,7 @@ def fit_colour_typer(dataset, feature_set=DEFAULT_FEATURE_SET, **kwargs):
             continue
         image = dataset.load_image(image_id)
         nuclei = dataset.load_nucleus_mask(image_id)[0] if own_nuclei else None
-        for i in range(len(ids)):
+        for i in np.flatnonzero(np.asarray(ids) > 0):  # a crowd region (negative id, COCO's iscrowd) is no cell
             cells.append(cell_pixels(image, masks[:, :, i]))
             class_ids.append(int(ids[i]))
             if own_nuclei:  # every 4th pixel of each compartment is plenty for a 3x3 covariance

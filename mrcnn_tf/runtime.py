@@ -13,7 +13,8 @@ Two facts drive this module:
 
 `cpu_runs_avx512` tells the convolution layer which CPU tricks pay: the kernel gradient as matrix products
 and the row bands (ops/conv_filter_grad.py, ops/band_conv.py) make up for oneDNN's slow AVX2 kernels, and on
-an AVX-512 CPU they cost time instead (a ResNet-50 training step 1.16 -> 1.28 s on a Zen 5 EPYC, bench/RESULTS.md).
+an AVX-512 CPU they cost time instead (a ResNet-50 training step on a Zen 5 EPYC: 1.16 s without them, 1.28 s
+with them; bench/RESULTS.md).
 """
 import functools
 import os

@@ -279,6 +279,19 @@ def test_fit_takes_the_nucleus_direction_from_the_datasets_own_nucleus_masks():
     share = typer.features(image, masks[:, :, 0])[-1]
     assert abs(share - dataset._nuclei()[:, :, 0].sum() / masks[:, :, 0].sum()) < 0.02  # the split finds it
 
+    class WithCrowd(NucleusDiscDataset):  # a crowd region (COCO's iscrowd: a negative id) is not a cell to type
+        def load_mask(self, image_id):
+            masks, ids = super().load_mask(image_id)
+            return np.concatenate([masks, masks[:, :, :1]], -1), np.append(ids, -ids[0]).astype(np.int32)
+
+        def load_nucleus_mask(self, image_id):
+            nuclei, ids = super().load_nucleus_mask(image_id)
+            return np.concatenate([nuclei, np.zeros_like(nuclei[:, :, :1])], -1), np.append(ids, -ids[0])
+
+    crowded = fit_colour_typer(WithCrowd())
+    assert crowded.cells == typer.cells == 12
+    np.testing.assert_allclose(crowded.nucleus_direction, typer.nucleus_direction)
+
     plain = fit_colour_typer(DiscDataset())  # no nucleus masks: the default direction
     assert plain.nucleus_source.startswith("default")
     np.testing.assert_array_equal(plain.nucleus_direction, NUCLEUS_DIRECTION)

@@ -21,10 +21,9 @@ class Conv2D(layers.Conv2D):
 
     The matrix form is used for stride 1, no dilation, one group, channels_last and a kernel larger than
     1x1, when the layer is traced on a machine where TensorFlow sees no GPU and oneDNN runs no AVX-512 (its
-    AVX-512 kernel gradients are fast) and the shapes are ones where it
-    was measured faster (`prefers_matmul`), or always with MRCNN_TF_CONV_FILTER_GRAD=matmul, and only while a
-    GradientTape records (training steps): inference and PreciseBN's passes are exactly Conv2D, as is
-    every other case.
+    AVX-512 kernel gradients are fast) and the shapes are ones where it was measured faster (`prefers_matmul`),
+    or always with MRCNN_TF_CONV_FILTER_GRAD=matmul, and only while a GradientTape records (training steps):
+    inference and PreciseBN's passes are exactly Conv2D, as is every other case.
 
     On a CPU without AVX-512, a stride-1 convolution over a large map (ResNet-50's P2 and P3 at 512 px) runs as
     a batch of overlapping row bands (`ops/band_conv.py`): oneDNN's AVX2 kernels convolve one large image at a

@@ -49,7 +49,8 @@ def band_count(input_shape, kernel_shape, on_gpu=None, avx512=None):
         kernel_shape: (kh, kw, C_in, C_out).
         on_gpu: whether TensorFlow sees a GPU (default: asks TensorFlow); cuDNN needs no bands.
         avx512: whether oneDNN runs AVX-512 kernels (default: `runtime.cpu_runs_avx512`); they convolve one large
-            map fast enough that bands only add their halo (a Zen 5 EPYC's ResNet-50 step 1.15 -> 1.28 s with bands).
+            map fast enough that bands only add their halo (a Zen 5 EPYC's ResNet-50 step: 1.15 s whole, 1.28 s
+            in bands).
     """
     from mrcnn_tf.runtime import cpu_runs_avx512
 
