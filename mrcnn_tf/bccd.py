@@ -55,6 +55,7 @@ class BccdConfig(LiscConfig):
     # step at the same cost. 400 steps: typing 0.517 -> 0.683, mAP50 0.513 -> 0.684 (bench/RESULTS.md).
     MOSAIC_TILES = 2
     AUGMENTATION = "bccd"  # flips, turns, brightness, contrast, focus; no tint: it hides Eosinophils (data/augment.py)
-    # Types from the colour inside each predicted mask, fitted on the training cells after training: typing of the
-    # validation cells 0.73-0.82 by the class head -> 0.867 (two runs; mrcnn_tf/colour_typing.py, bench/RESULTS.md).
+    # Types from the colour of the nucleus and the cytoplasm inside each predicted mask, fitted on the training cells
+    # after training: typing of the validation cells 0.67-0.82 by the class head -> 0.900-0.917 (two runs, mAP50
+    # 0.895-0.912; whole-cell colour alone 0.867; mrcnn_tf/colour_typing.py, bench/RESULTS.md).
     COLOUR_TYPING = True
