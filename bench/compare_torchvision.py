@@ -19,9 +19,10 @@ The work (the issue's definition, both sides):
              2000 proposals, 512 sampled ROIs per image, 256 RPN anchors, batch 1, SGD momentum 0.9 at 0.001 (mrcnn_tf
              `train_on_batch` on a batch built by its DataGenerator; torchvision forward + backward + step)
 Both start from the same uint8 image and instance masks. One difference is Matterport's architecture, kept because
-the COCO weights need it: its RPN conv is 512 channels wide, torchvision's 256 (twice the RPN's arithmetic, a fifth
-of the step's); `--tf-set RPN_CONV_CHANNELS=256` times mrcnn_tf on torchvision's width. `--isa avx2` sets ONEDNN_MAX_CPU_ISA=AVX2 for both
-and ATEN_CPU_CAPABILITY=avx2 for torch: what an AVX2-only CPU runs, on a machine that has AVX-512.
+the COCO weights need it: its RPN conv is 512 channels wide, torchvision's 256 (twice the RPN's arithmetic; 12% of
+mrcnn_tf's training step on a Zen 5 EPYC); `--tf-set RPN_CONV_CHANNELS=256` times mrcnn_tf on torchvision's width.
+`--isa avx2` sets ONEDNN_MAX_CPU_ISA=AVX2 for both and ATEN_CPU_CAPABILITY=avx2 for torch: what an AVX2-only CPU
+runs, on a machine that has AVX-512.
 """
 import argparse
 import datetime
@@ -261,7 +262,8 @@ def main(argv=None):
     load_after = os.getloadavg()[0]
     print(f"bench/compare_torchvision.py  date={started:%Y-%m-%d %H:%M}  cmd=python {' '.join(sys.argv)}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cpus, threads={args.threads}, isa={args.isa}, "
-          f"load {load_before:.1f} -> {load_after:.1f}" + (f"; mrcnn_tf with {' '.join(args.tf_set)}" if args.tf_set else ""))
+          f"load {load_before:.1f} -> {load_after:.1f}"
+          + (f"; mrcnn_tf with {' '.join(args.tf_set)}" if args.tf_set else ""))
     for key in ("tf", "torch"):
         print(f"  {key:5s} {results[key]['library']}")
     summary = []

@@ -8,8 +8,8 @@ weights) on the 227 training fields of ../shared/data/bccd-wbc at 320x240 (min_s
 SGD with momentum 0.9 and weight decay 1e-4 after a linear warm-up, gradients clipped to norm --clip (as Matterport
 clips at 5), random horizontal flips: a new user's recipe, close to the one issue 14 measured (SGD 0.01, mask mAP50
 0.58, typing 0.58 after 15 minutes). At 0.01 without clipping the loss went to NaN within 192 steps here
-(2026-12-07), hence --lr 0.005 and --clip 10 by default; a run whose loss stops being finite ends with one line. Every --every training minutes
-(scoring excluded) it scores the 57 validation fields with mrcnn_tf's own `evaluate_dataset` (Matterport's mask
+(2026-12-07), hence --lr 0.005 and --clip 10 by default; a run whose loss stops being finite ends with one line.
+Every --every training minutes (scoring excluded) it scores the 57 validation fields with mrcnn_tf's own `evaluate_dataset` (Matterport's mask
 mAP50, COCO segm AP, typing accuracy), so its curve reads against bench/learn_bccd.py's point by point, in the same
 minutes on the same machine. Training is by time here, not by steps: this is the peer's curve on this CPU.
 """
