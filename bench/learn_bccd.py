@@ -83,7 +83,7 @@ def main(argv=None):
     print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; config {args.config} {args.overrides or ''}; "
           f"{train_set.num_images} training / {val_set.num_images} validation fields")
     started = time.time()
-    typer = fit_colour_typer(train_set) if config.COLOUR_TYPING else None
+    typer = fit_colour_typer(train_set, feature_set=config.COLOUR_TYPING_FEATURES) if config.COLOUR_TYPING else None
     _, scorer = train_datasets(config, train_set, val_set, out / "logs", args.epochs, args.every, seed=args.seed,
                                augment=not args.no_augment, init_weights=args.init, typer=typer)
     curve = scorer.curve

@@ -22,6 +22,7 @@ from mrcnn_tf.errors import ConfigError
 DERIVED = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
 RESIZE_MODES = ("none", "square", "pad64", "crop")
 BACKBONES = ("resnet50", "resnet101", "resnet18", "resnet34")  # the last two: mrcnn_tf additions (CPU)
+COLOUR_TYPING_FEATURE_SETS = ("colour+compartments", "colour")  # colour_typing.FEATURE_SETS' keys
 # Attributes whose type validate() checks itself (they mix types: None, bool, str, int, float).
 LOOSE_TYPES = ("MIXED_PRECISION", "TRAIN_BN", "IMAGE_MIN_SCALE", "GRADIENT_CLIP_NORM", "NAME")
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
@@ -100,6 +101,9 @@ class Config:
     # True: `mrcnn-tf train` also fits a colour typer on the training cells' masks and `evaluate` / `detect` take
     # each cell's type from the colour inside its predicted mask (mrcnn_tf/colour_typing.py); False: the class head.
     COLOUR_TYPING = False
+    # The colour typer's features (mrcnn_tf/colour_typing.py FEATURE_SETS): "colour+compartments" (the whole cell,
+    # its nucleus and its cytoplasm apart) or "colour" (the whole cell only, for stains whose nucleus the split misses).
+    COLOUR_TYPING_FEATURES = "colour+compartments"
     # True: one NMS over all classes, so an object is never reported under two classes (one cell,
     # one type); False: NMS per class, as Matterport.
     DETECTION_NMS_CLASS_AGNOSTIC = False
@@ -223,6 +227,8 @@ class Config:
             fail("WEIGHT_DECAY", "use a number >= 0")
         if not isinstance(self.COLOUR_TYPING, (bool, np.bool_)):
             fail("COLOUR_TYPING", "use true or false")
+        if self.COLOUR_TYPING_FEATURES not in COLOUR_TYPING_FEATURE_SETS:
+            fail("COLOUR_TYPING_FEATURES", f"use {' or '.join(COLOUR_TYPING_FEATURE_SETS)}")
         if not _is_number(self.WEIGHT_EMA_DECAY) or not 0 <= self.WEIGHT_EMA_DECAY < 1:
             fail("WEIGHT_EMA_DECAY", "use 0 (no average) or a decay in (0, 1) such as 0.99")
         if not _is_number(self.IMAGE_CACHE_MB) or self.IMAGE_CACHE_MB < 0:

@@ -1,4 +1,5 @@
 """The BCCD-WBC recipe: `--config bccd` is valid, picks its augmentation and trains a COCO layout end to end."""
+import json
 import signal
 
 import numpy as np
@@ -54,6 +55,8 @@ def test_train_with_the_bccd_preset_on_real_fields(tmp_path, capsys):
     assert '"MOSAIC_TILES": 2' in saved and '"COLOUR_TYPING": true' in saved
     # The colour typer is fitted on the training cells after training and evaluate types with it.
     assert (checkpoint.parent / "colour_typer.json").is_file() and "Colour typer:" in out.out
+    typer = json.loads((checkpoint.parent / "colour_typer.json").read_text())  # the fields' own nucleus masks
+    assert typer["feature_set"] == "colour+compartments" and typer["nucleus_source"].startswith("fitted on")
     with pytest.raises(SystemExit) as info:
         main(["evaluate", "--dataset", str(BCCD_FIELDS), "--logs", str(logs)])
     out = capsys.readouterr()

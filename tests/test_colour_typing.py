@@ -234,9 +234,24 @@ def test_typed_model_follows_the_config_and_the_run_folder(tmp_path, rng):
     assert isinstance(wrapped, ColourTypedModel) and "fitted on 36 cells" in said[-1]
 
 
-def test_config_wants_a_bool():
+def test_config_wants_a_bool_and_a_known_feature_set():
+    from mrcnn_tf.colour_typing import DEFAULT_FEATURE_SET, FEATURE_SETS
+    from mrcnn_tf.config import COLOUR_TYPING_FEATURE_SETS
+
     with pytest.raises(ConfigError, match="COLOUR_TYPING"):
         tiny_config(COLOUR_TYPING="yes")
+    with pytest.raises(ConfigError, match="COLOUR_TYPING_FEATURES = 'texture' is invalid: use colour"):
+        tiny_config(COLOUR_TYPING_FEATURES="texture")
+    assert set(COLOUR_TYPING_FEATURE_SETS) == set(FEATURE_SETS)
+    assert tiny_config().COLOUR_TYPING_FEATURES == DEFAULT_FEATURE_SET
+
+
+def test_train_writes_the_typer_of_the_configs_feature_set(tmp_path, capsys):
+    from mrcnn_tf.cli.train import _write_colour_typer
+
+    _write_colour_typer(NucleusDiscDataset(), tmp_path, "colour")
+    assert ColourTyper.load(tmp_path / TYPER_FILE).feature_set == "colour"
+    assert "colour features" in capsys.readouterr().out
 
 
 class NucleusDiscDataset(DiscDataset):

@@ -248,16 +248,16 @@ def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrid
         training.train(model, datasets["train"], datasets["val"], lr, epochs, layers, augmentation=augmentation,
                        seed=seed, verbose=verbose)
     if chief and config.COLOUR_TYPING:
-        _write_colour_typer(datasets["train"], run_dir)
+        _write_colour_typer(datasets["train"], run_dir, config.COLOUR_TYPING_FEATURES)
     done = list_checkpoints(run_dir) if chief else ["none by this worker (the chief writes them)"]
     click.echo(f"Done: {done[-1] if done else 'no checkpoint written'}")
 
 
-def _write_colour_typer(train_dataset, run_dir):
+def _write_colour_typer(train_dataset, run_dir, feature_set):
     """COLOUR_TYPING: fit the colour typer on the training cells' masks; evaluate and detect read it from the run."""
     from mrcnn_tf.colour_typing import TYPER_FILE, fit_colour_typer
 
-    typer = fit_colour_typer(train_dataset)
+    typer = fit_colour_typer(train_dataset, feature_set=feature_set)
     typer.save(run_dir / TYPER_FILE)
     click.echo(f"Colour typer: {run_dir / TYPER_FILE} ({typer.feature_set} features, fitted on {typer.cells} "
                f"training cells, L2 {typer.l2:g}, cross-validated accuracy {typer.cv_accuracy:.3f}; nucleus colour "
