@@ -41,6 +41,12 @@ NUCLEUS_DIRECTION = (0.108, -0.346, -0.932)
 L2_CHOICES = (0.001, 0.01, 0.1, 1.0)
 
 
+def check_feature_set(feature_set):
+    """Raise a one-line MrcnnError unless `feature_set` is a key of `FEATURE_SETS`."""
+    if feature_set not in FEATURE_SETS:
+        raise MrcnnError(f"colour typer feature set {feature_set!r} is unknown: use one of {', '.join(FEATURE_SETS)}")
+
+
 def cell_pixels(image, mask):
     """[P, 3] the mask's RGB pixels, in the image's dtype (an alpha channel is dropped; grey counts as R = G = B)."""
     image = np.asarray(image)
@@ -165,9 +171,7 @@ class ColourTyper:
 
     def __init__(self, class_names, mean, scale, weights, bias, l2, cv_accuracy=None, cells=0, feature_set="colour",
                  nucleus_direction=NUCLEUS_DIRECTION, nucleus_source="default"):
-        if feature_set not in FEATURE_SETS:
-            raise MrcnnError(f"colour typer feature set {feature_set!r} is unknown: use one of "
-                             f"{', '.join(FEATURE_SETS)}")
+        check_feature_set(feature_set)
         self.class_names = [str(n) for n in class_names]
         self.mean, self.scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
         self.weights, self.bias = np.asarray(weights, np.float64), np.asarray(bias, np.float64)
@@ -268,8 +272,7 @@ def fit_colour_typer(dataset, feature_set=DEFAULT_FEATURE_SET, **kwargs):
     With "colour+compartments" the nucleus direction is fitted on the dataset's own nucleus masks when it has them
     (`CocoDataset` with a ``nucleus`` segmentation on every annotation, as BCCD-WBC), else `NUCLEUS_DIRECTION`.
     """
-    if feature_set not in FEATURE_SETS:
-        raise MrcnnError(f"colour typer feature set {feature_set!r} is unknown: use one of {', '.join(FEATURE_SETS)}")
+    check_feature_set(feature_set)  # before reading the dataset
     own_nuclei = feature_set != "colour" and bool(getattr(dataset, "has_nucleus", False))
     cells, class_ids, lab_nucleus, lab_cytoplasm = [], [], [], []
     for image_id in dataset.image_ids:

@@ -16,13 +16,13 @@ import pathlib
 
 import numpy as np
 
+from mrcnn_tf.colour_typing import FEATURE_SETS as COLOUR_TYPING_FEATURE_SETS
 from mrcnn_tf.errors import ConfigError
 
 # Attributes computed from the others; never read from JSON or --set.
 DERIVED = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
 RESIZE_MODES = ("none", "square", "pad64", "crop")
 BACKBONES = ("resnet50", "resnet101", "resnet18", "resnet34")  # the last two: mrcnn_tf additions (CPU)
-COLOUR_TYPING_FEATURE_SETS = ("colour+compartments", "colour")  # colour_typing.FEATURE_SETS' keys
 # Attributes whose type validate() checks itself (they mix types: None, bool, str, int, float).
 LOOSE_TYPES = ("MIXED_PRECISION", "TRAIN_BN", "IMAGE_MIN_SCALE", "GRADIENT_CLIP_NORM", "NAME")
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")

@@ -14,6 +14,7 @@ import os
 
 import tensorflow as tf
 
+from mrcnn_tf import runtime
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.ops.conv_filter_grad import _same_padding
 
@@ -52,8 +53,6 @@ def band_count(input_shape, kernel_shape, on_gpu=None, avx512=None):
             map fast enough that bands only add their halo (a Zen 5 EPYC's ResNet-50 step: 1.15 s whole, 1.28 s
             in bands).
     """
-    from mrcnn_tf.runtime import cpu_runs_avx512
-
     if not bands_enabled():
         return 1
     height, width, c_in = input_shape[1], input_shape[2], int(kernel_shape[2])
@@ -63,7 +62,7 @@ def band_count(input_shape, kernel_shape, on_gpu=None, avx512=None):
         return 1
     if on_gpu is None:
         on_gpu = bool(tf.config.list_logical_devices("GPU"))
-    if on_gpu or (cpu_runs_avx512() if avx512 is None else avx512):
+    if on_gpu or (runtime.cpu_runs_avx512() if avx512 is None else avx512):
         return 1
     for bands in BANDS:
         if height % bands == 0 and height // bands >= BAND_MIN_ROWS:

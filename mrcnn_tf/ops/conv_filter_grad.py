@@ -20,6 +20,7 @@ import os
 
 import tensorflow as tf
 
+from mrcnn_tf import runtime
 from mrcnn_tf.errors import MrcnnError
 
 # MRCNN_TF_CONV_FILTER_GRAD: "auto" (matrix products on a CPU without AVX-512), "matmul" or "native".
@@ -61,12 +62,10 @@ def use_matmul_filter_grad(input_shape=None, kernel_shape=None):
     kernel gradients are fast) and oneDNN runs no AVX-512 (its AVX-512 kernel gradients are as fast as the
     products: bench/conv_filter_grad.py on a Zen 5 EPYC), and, given the shapes, where `prefers_matmul` says it pays.
     """
-    from mrcnn_tf.runtime import cpu_runs_avx512
-
     chosen = policy()
     if chosen != "auto":
         return chosen == "matmul"
-    if tf.config.list_logical_devices("GPU") or cpu_runs_avx512():
+    if tf.config.list_logical_devices("GPU") or runtime.cpu_runs_avx512():
         return False
     return input_shape is None or kernel_shape is None or prefers_matmul(input_shape, kernel_shape)
 
