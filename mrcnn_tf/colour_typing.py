@@ -284,11 +284,11 @@ def fit_colour_typer(dataset, feature_set=DEFAULT_FEATURE_SET, **kwargs):
         for i in np.flatnonzero(np.asarray(ids) > 0):  # a crowd region (negative id, COCO's iscrowd) is no cell
             cells.append(cell_pixels(image, masks[:, :, i]))
             class_ids.append(int(ids[i]))
-            if own_nuclei:  # every 4th pixel of each compartment is plenty for a 3x3 covariance
-                lab = _pixel_spaces(cells[-1])[2]
-                inside = nuclei[:, :, i][masks[:, :, i]]
-                lab_nucleus.append(lab[inside][::4])
-                lab_cytoplasm.append(lab[~inside][::4])
+            if own_nuclei:  # every 4th pixel is plenty for a 3x3 covariance, and converts to Lab 4x faster
+                lab = _pixel_spaces(cells[-1][::4])[2]
+                inside = nuclei[:, :, i][masks[:, :, i]][::4]
+                lab_nucleus.append(lab[inside])
+                lab_cytoplasm.append(lab[~inside])
     direction, source = NUCLEUS_DIRECTION, "default (BCCD-WBC's stain)"
     if own_nuclei and sum(map(len, lab_nucleus)) > 3 and sum(map(len, lab_cytoplasm)) > 3:
         direction = fit_nucleus_direction(np.concatenate(lab_nucleus), np.concatenate(lab_cytoplasm))

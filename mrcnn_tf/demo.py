@@ -162,7 +162,9 @@ class HeldOutEvaluation(keras.callbacks.Callback):
         began = time.perf_counter()
         minutes = self.training_seconds() / 60
         copy_weights(self.mrcnn.keras_model, self.inference.keras_model)
-        scores = self.last_scores = evaluate_dataset(self.inference, self.val_dataset)
+        # With a typer the detections are kept and retyped for the second score rather than detected again.
+        recorder = _RecordedDetections(self.inference) if self.typer is not None else self.inference
+        scores = self.last_scores = evaluate_dataset(recorder, self.val_dataset)
         point = {"epoch": int(epoch), "steps": int(epoch) * int(self.mrcnn.config.STEPS_PER_EPOCH),
                  "minutes": round(minutes, 2), "mAP50": scores["mAP50"], "AP": scores["AP"],
                  "accuracy": scores["accuracy"], "loss": float((logs or {}).get("loss", float("nan"))),
@@ -172,9 +174,8 @@ class HeldOutEvaluation(keras.callbacks.Callback):
                   f"{_fmt(point['mAP50'])}  COCO AP {_fmt(point['AP'])}  typing accuracy {_fmt(point['accuracy'])}  "
                   f"loss {point['loss']:.3f}")
         if self.typer is not None:
-            from mrcnn_tf.colour_typing import ColourTypedModel
-
-            typed = evaluate_dataset(ColourTypedModel(self.inference, self.typer), self.val_dataset)
+            typed = evaluate_dataset(_RetypedReplay(recorder.calls, self.typer, self.inference.config),
+                                     self.val_dataset)
             point["colour_typed"] = {key: typed.get(key) for key in ("mAP50", "AP", "accuracy", "per_class",
                                                                      "confusion_matrix")}
             self.echo(f"      typed by colour: mAP50 {_fmt(typed['mAP50'])}  COCO AP {_fmt(typed['AP'])}  typing "
@@ -188,6 +189,34 @@ class HeldOutEvaluation(keras.callbacks.Callback):
             self.echo(self.estimate_line(self.training_seconds(), self._first_step, done))
         if done % self.score_every == 0 or done >= self.epochs:
             self.evaluate(done, logs)
+
+
+class _RecordedDetections:
+    """A model's `detect` that keeps each call's images and results (`calls`) for `_RetypedReplay`."""
+
+    def __init__(self, model):
+        self.model, self.config, self.calls = model, model.config, []
+
+    def detect(self, images, verbose=0):
+        results = self.model.detect(images, verbose=verbose)
+        self.calls.append((images, results))
+        return results
+
+
+class _RetypedReplay:
+    """Answers `detect` with the recorded calls in order, each cell retyped by `typer`: a second `evaluate_dataset`
+    pass over the same images scores the colour typer on the network's own detections without running it again."""
+
+    def __init__(self, calls, typer, config):
+        self.calls, self.typer, self.config = iter(calls), typer, config
+
+    def detect(self, images, verbose=0):
+        from mrcnn_tf.colour_typing import retype
+
+        recorded_images, results = next(self.calls)
+        if len(images) != len(recorded_images):  # evaluate_dataset batches the same images the same way each pass
+            raise RuntimeError(f"replay asked for {len(images)} images where {len(recorded_images)} were recorded")
+        return [retype(result, image, self.typer) for result, image in zip(results, recorded_images)]
 
 
 def _fmt(value):

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from helpers_model import tiny_config
 from mrcnn_tf import model as modellib
@@ -105,33 +106,60 @@ def test_time_estimate_leaves_out_the_traced_first_step():
     assert "about 4 more minutes" in HeldOutEvaluation.estimate_line(single, 120.0, 120.0, 1)
 
 
-def test_each_point_is_scored_again_with_the_colour_typer(monkeypatch):
+def test_each_point_is_scored_again_with_the_colour_typer_on_the_same_detections(monkeypatch):
     from types import SimpleNamespace
 
     from mrcnn_tf import demo
-    from mrcnn_tf.colour_typing import ColourTypedModel
     from mrcnn_tf.evaluation import evaluate as evaluate_module
 
-    calls = []
+    images = [np.full((8, 8, 3), value, np.uint8) for value in (10, 200, 30)]
+    masks = np.zeros((8, 8, 1), bool)
+    masks[2:5, 2:5] = True
+    detected = []
 
-    def fake_evaluate(model, dataset):
-        calls.append(model)
-        typed = isinstance(model, ColourTypedModel)
+    def detect(batch, verbose=0):  # the network: every cell class 5
+        detected.append(len(batch))
+        return [{"rois": np.array([[2, 2, 5, 5]]), "class_ids": np.array([5], np.int32), "scores": np.array([0.9]),
+                 "masks": masks.copy()} for _ in batch]
+
+    class BrightIsEosinophil:  # a typer: class 2 where the cell is bright, 3 where it is dark
+        def features(self, image, mask):
+            return np.array([image[mask].mean()])
+
+        def predict(self, features):
+            return np.where(np.asarray(features)[:, 0] > 100, 2, 3)
+
+    scored = []
+
+    def fake_evaluate(model, dataset):  # two batches of the dataset's images, as evaluate_dataset's detect_batch
+        ids = [int(r["class_ids"][0]) for batch in (images[:2], images[2:]) for r in model.detect(batch)]
+        scored.append(ids)
+        typed = ids != [5, 5, 5]
         return {"mAP50": 0.9 if typed else 0.5, "AP": 0.6 if typed else 0.3, "accuracy": 0.95 if typed else 0.4,
                 "per_class": {"Eosinophil": 1.0 if typed else 0.0}, "confusion_matrix": {"typed": typed}}
 
     monkeypatch.setattr(evaluate_module, "evaluate_dataset", fake_evaluate)
     monkeypatch.setattr(demo, "copy_weights", lambda source, target: 0)
-    lines, typer = [], object()
+    lines = []
+    inference = SimpleNamespace(keras_model=None, config=SimpleNamespace(BATCH_SIZE=2), detect=detect)
     scorer = SimpleNamespace(mrcnn=SimpleNamespace(keras_model=None, config=SimpleNamespace(STEPS_PER_EPOCH=10)),
-                             inference=SimpleNamespace(keras_model=None), val_dataset="val", curve=[], echo=lines.append,
-                             typer=typer, training_seconds=lambda: 120.0, _paused=0.0)
+                             inference=inference, val_dataset="val", curve=[], echo=lines.append,
+                             typer=BrightIsEosinophil(), training_seconds=lambda: 120.0, _paused=0.0)
     point = HeldOutEvaluation.evaluate(scorer, 3, {"loss": 1.5})
-    assert [type(model) for model in calls] == [SimpleNamespace, ColourTypedModel]
-    assert calls[1].model is scorer.inference and calls[1].typer is typer
+    # The network ran once per batch; the second pass retyped its detections by the colour inside each mask.
+    assert detected == [2, 1] and scored == [[5, 5, 5], [3, 2, 3]]
     assert (point["mAP50"], point["accuracy"], point["steps"]) == (0.5, 0.4, 30)  # the class head's, as before
     assert point["colour_typed"] == {"mAP50": 0.9, "AP": 0.6, "accuracy": 0.95, "per_class": {"Eosinophil": 1.0},
                                      "confusion_matrix": {"typed": True}}
     assert "typed by colour: mAP50 0.900" in lines[-1]
-    scorer.typer, calls[:] = None, []  # no typer: one scoring, no colour_typed key
-    assert "colour_typed" not in HeldOutEvaluation.evaluate(scorer, 4) and len(calls) == 1
+    scorer.typer, scored[:], detected[:] = None, [], []  # no typer: one scoring, no colour_typed key
+    assert "colour_typed" not in HeldOutEvaluation.evaluate(scorer, 4) and scored == [[5, 5, 5]]
+    assert detected == [2, 1]
+
+
+def test_a_replay_refuses_a_batch_it_did_not_record():
+    from mrcnn_tf.demo import _RetypedReplay
+
+    replay = _RetypedReplay([([np.zeros((4, 4, 3), np.uint8)], [{}])], typer=None, config=None)
+    with pytest.raises(RuntimeError, match="2 images where 1 were recorded"):
+        replay.detect([np.zeros((4, 4, 3), np.uint8)] * 2)
