@@ -9,7 +9,8 @@ training fields of ../shared/data/bccd-wbc (or --data) and scores the 57 validat
 confusion matrix, against steps (seeded work: the same curve on any CPU up to thread nondeterminism) and
 training minutes on this machine (scoring excluded). The curve is saved as JSON in --out. With COLOUR_TYPING
 (BccdConfig's) every point is scored again with the types from the colour typer `mrcnn-tf train` writes (fitted
-on the training cells' hand-drawn masks before training: it does not depend on the network).
+on the training cells' hand-drawn masks before training: it does not depend on the network), and the typer is
+saved beside the run's checkpoints, so `mrcnn-tf evaluate --weights` on them types the cells the same way.
 """
 import argparse
 import json
@@ -68,7 +69,7 @@ def main(argv=None):
     parser.add_argument("--out", default="bench/out/bccd")
     args = parser.parse_args(argv)
 
-    from mrcnn_tf.colour_typing import fit_colour_typer
+    from mrcnn_tf.colour_typing import TYPER_FILE, fit_colour_typer
     from mrcnn_tf.demo import save_curve, train_datasets
     from mrcnn_tf.cli.train import parse_schedule
     from mrcnn_tf.presets import make_config, scratch_schedule
@@ -84,8 +85,10 @@ def main(argv=None):
           f"{train_set.num_images} training / {val_set.num_images} validation fields")
     started = time.time()
     typer = fit_colour_typer(train_set, feature_set=config.COLOUR_TYPING_FEATURES) if config.COLOUR_TYPING else None
-    _, scorer = train_datasets(config, train_set, val_set, out / "logs", args.epochs, args.every, seed=args.seed,
-                               augment=not args.no_augment, init_weights=args.init, typer=typer)
+    mrcnn, scorer = train_datasets(config, train_set, val_set, out / "logs", args.epochs, args.every, seed=args.seed,
+                                   augment=not args.no_augment, init_weights=args.init, typer=typer)
+    if typer is not None:  # beside the checkpoints, as `mrcnn-tf train` writes it: `mrcnn-tf evaluate` types with it
+        typer.save(pathlib.Path(mrcnn.log_dir) / TYPER_FILE)
     curve = scorer.curve
     save_curve(curve, out / "curve.json")
     types = [name for name in train_set.class_names[1:]]
