@@ -1,6 +1,6 @@
 """Learning benchmark on real smears: BCCD-WBC train -> scored on BCCD-WBC val at fixed step counts.
 
-    python bench/learn_bccd.py --every 2 --out bench/out/bccd     # the recipe: BccdConfig, 12 epochs
+    python bench/learn_bccd.py --every 2 --out bench/out/bccd     # the recipe: BccdConfig, 16 epochs
     python bench/learn_bccd.py --set REPEAT_FACTOR_THRESHOLD=0 --out bench/out/bccd_no_rfs
 
 Trains `BccdConfig` (`mrcnn-tf train --config bccd`, changed by --set) from random weights on the 227
@@ -59,7 +59,7 @@ def main(argv=None):
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="a COCO-layout folder with train and val")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs of STEPS_PER_EPOCH steps (default: the preset's from-scratch schedule, "
-                             "bccd: all:12)")
+                             "bccd: all:16)")
     parser.add_argument("--every", type=int, default=2, help="score the validation fields every N epochs")
     parser.add_argument("--config", default="bccd", help="preset name (mrcnn_tf/presets.py)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE config override")

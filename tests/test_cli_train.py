@@ -45,8 +45,8 @@ def test_parse_schedule_errors_say_how_to_fix(text, fragment):
 
 def test_default_schedule_from_scratch_is_the_presets_recipe(tmp_path):
     scratch, coco = WeightsChoice("none"), WeightsChoice("coco")
-    assert _schedule_text(None, scratch, "bccd") == "all:12"  # BccdConfig's measured 600 steps
-    assert _schedule_text(None, scratch, "BCCD") == "all:12"
+    assert _schedule_text(None, scratch, "bccd") == "all:16"  # BccdConfig's measured 800 steps
+    assert _schedule_text(None, scratch, "BCCD") == "all:16"
     assert _schedule_text(None, scratch, "demo") == _schedule_text(None, scratch, None) == "all:40"
     assert _schedule_text(None, coco, "bccd") == "heads:20,all:40"  # fine-tuning keeps Matterport's stages
     assert _schedule_text("all:3", scratch, "bccd") == "all:3"
