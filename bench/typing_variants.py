@@ -37,17 +37,18 @@ VARIANTS = ("base", "hist", "texture", "quantiles", "field", "eroded")
 
 
 class Cell:
-    """One annotated cell: its pixels' colour spaces, the estimated nucleus, its crop and its field's median Lab."""
+    """One annotated cell: its pixels' Lab, the estimated nucleus, the packaged features, its crop and its field's
+    median Lab."""
 
     def __init__(self, image, mask, class_id, direction):
         from mrcnn_tf import colour_typing as ct
         from skimage import color
 
         self.class_id, self.image, self.mask, self.direction = int(class_id), image, mask, direction
-        self.spaces = ct._pixel_spaces(ct.cell_pixels(image, mask))
-        projection = self.spaces[2] @ direction
-        threshold = ct.otsu_split(projection)
-        self.nucleus = projection > threshold if threshold is not None else np.zeros(len(projection), bool)
+        pixels = ct.cell_pixels(image, mask)
+        self.lab = ct._pixel_spaces(pixels)[2]
+        self.nucleus = ct.nucleus_pixels(self.lab, direction)  # the packaged typer's split
+        self.base = ct._compartment_features(pixels, direction)  # the packaged typer's 56
         self.field_lab = np.median(color.rgb2lab(image[::4, ::4]).reshape(-1, 3), 0)
 
     def crop(self, margin=8):
@@ -62,11 +63,10 @@ def features(cell, variant):
     from scipy import ndimage
     from skimage import color
 
-    pixels = ct.cell_pixels(cell.image, cell.mask)
-    base = ct._compartment_features(pixels, cell.direction)
+    base = cell.base
     if variant == "base":
         return base
-    lab, nucleus = cell.spaces[2], cell.nucleus
+    lab, nucleus = cell.lab, cell.nucleus
     if variant == "hist":
         cytoplasm = lab[~nucleus]
         a = np.digitize(cytoplasm[:, 1], [5, 10, 15, 20, 25])
@@ -87,10 +87,8 @@ def features(cell, variant):
     if variant == "texture":
         crop, mask = cell.crop()
         lab_crop = color.rgb2lab(crop)
-        projection = lab_crop[mask] @ cell.direction
-        threshold = ct.otsu_split(projection)
         cytoplasm = mask.copy()
-        cytoplasm[mask] = projection <= threshold if threshold is not None else True
+        cytoplasm[mask] = ~nucleus  # the crop's mask pixels come in the same order as the cell's
         values = []
         for channel in range(3):
             gradient = ndimage.gaussian_gradient_magnitude(lab_crop[..., channel], 1.0)

@@ -115,13 +115,19 @@ def compartment_features(image, mask, nucleus_direction=NUCLEUS_DIRECTION):
     return _compartment_features(cell_pixels(image, mask), nucleus_direction)
 
 
+def nucleus_pixels(lab, nucleus_direction=NUCLEUS_DIRECTION):
+    """bool [P]: which of a cell's CIE Lab pixels [P, 3] are its nucleus, those whose projection on
+    `nucleus_direction` lies above `otsu_split` of the projections (none when the cell is of one colour)."""
+    projection = np.asarray(lab, np.float64) @ np.asarray(nucleus_direction, np.float64)
+    threshold = otsu_split(projection)
+    return projection > threshold if threshold is not None else np.zeros(len(projection), bool)
+
+
 def _compartment_features(pixels, nucleus_direction):
     if not len(pixels):
         return np.zeros(len(COMPARTMENT_FEATURE_NAMES))
     spaces = _pixel_spaces(pixels)
-    projection = spaces[2] @ np.asarray(nucleus_direction, np.float64)
-    threshold = otsu_split(projection)
-    nucleus = projection > threshold if threshold is not None else np.zeros(len(projection), bool)
+    nucleus = nucleus_pixels(spaces[2], nucleus_direction)
     return np.concatenate([_statistics(spaces), [np.log(len(pixels))], _statistics(spaces, nucleus),
                            _statistics(spaces, ~nucleus), [nucleus.mean()]])
 

@@ -11,7 +11,8 @@ from skimage import color
 from helpers_model import tiny_config
 from mrcnn_tf.colour_typing import (COMPARTMENT_FEATURE_NAMES, FEATURE_NAMES, NUCLEUS_DIRECTION, TYPER_FILE,
                                     ColourTypedModel, ColourTyper, colour_features, compartment_features,
-                                    fit_colour_typer, fit_nucleus_direction, otsu_split, retype, typed_model)
+                                    fit_colour_typer, fit_nucleus_direction, nucleus_pixels, otsu_split, retype,
+                                    typed_model)
 from mrcnn_tf.errors import ConfigError, MrcnnError
 
 NAMES = ["BG", "Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
@@ -85,10 +86,11 @@ def test_compartment_features_match_a_pixel_by_pixel_reference(rng):
         assert len(got) == len(COMPARTMENT_FEATURE_NAMES) == 56
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
         np.testing.assert_array_equal(got[:19], colour_features(image, mask))
+        np.testing.assert_array_equal(nucleus_pixels(color.rgb2lab(image)[mask], direction), nucleus[mask])
     assert not compartment_features(image, np.zeros((18, 22), bool)).any()  # empty: zeros, not NaN
     flat = np.full((18, 22, 3), (120, 60, 200), np.uint8)  # one colour: no nucleus, the cytoplasm is the cell
     got = compartment_features(flat, mask)
-    assert not got[19:37].any() and got[-1] == 0
+    assert not got[19:37].any() and got[-1] == 0 and not nucleus_pixels(color.rgb2lab(flat)[mask]).any()
     np.testing.assert_allclose(got[37:55], got[:18])
 
 
