@@ -2,7 +2,7 @@
 
     python bench/colour_typing.py --weights logs/bccd.../mask_rcnn_bccd_0012.weights.h5
 
-Fits `mrcnn_tf.colour_typing.ColourTyper` (a 5-type softmax regression on the colour features of --feature-set:
+Fits `mrcnn_tf.wbc.colour_typing.ColourTyper` (a 5-type softmax regression on the colour features of --feature-set:
 "colour", 19 statistics of the whole cell, or "colour+compartments", those and the nucleus's and the cytoplasm's
 apart; its L2 chosen by 5-fold cross-validation, or fixed with --l2) on the hand-drawn masks of the BCCD-WBC training
 cells, then types the validation cells three ways and prints the typing accuracy and confusion of each: (1) the
@@ -30,7 +30,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from mrcnn_tf.cli._common import load_inference_model
-    from mrcnn_tf.colour_typing import DEFAULT_FEATURE_SET, L2_CHOICES, fit_colour_typer, retype
+    from mrcnn_tf.wbc.colour_typing import DEFAULT_FEATURE_SET, L2_CHOICES, fit_colour_typer, retype
     from mrcnn_tf.evaluation.classification import TypingScore, format_confusion
 
     train_set, val_set = load(args.data, "train"), load(args.data, "val")

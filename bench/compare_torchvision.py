@@ -136,7 +136,7 @@ def tf_models(parts, logs, work, overrides=()):
 
 def tf_worker(args, work):
     tf = tf_setup(args.threads)
-    from mrcnn_tf.runtime import onednn_enabled
+    from mrcnn_tf.backend.runtime import onednn_enabled
 
     result = {"library": f"mrcnn_tf (tensorflow {tf.__version__}, oneDNN {'on' if onednn_enabled() else 'off'})"}
     with tempfile.TemporaryDirectory() as logs:

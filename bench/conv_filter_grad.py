@@ -3,7 +3,7 @@
     python bench/conv_filter_grad.py            # 2 threads, median of 5 calls per case
 
 For each convolution shape of the ResNet-18/50 FPN models (backbone stages, FPN, RPN, mask head) it times
-`Conv2DBackpropFilter` (oneDNN's kernel when oneDNN is on) and `mrcnn_tf.ops.conv_filter_grad.filter_gradient`
+`Conv2DBackpropFilter` (oneDNN's kernel when oneDNN is on) and `mrcnn_tf.backend.conv_filter_grad.filter_gradient`
 tap by tap and as one im2col product, checks that all three agree, and prints GFLOP/s. This is what
 `MRCNN_TF_CONV_FILTER_GRAD=auto` chooses from on a CPU (ops/conv_filter_grad.py).
 """
@@ -38,7 +38,7 @@ def main(argv=None):
 
     import mrcnn_tf  # noqa: F401  (oneDNN on before TensorFlow loads)
     import tensorflow as tf
-    from mrcnn_tf.ops.conv_filter_grad import filter_gradient, prefers_matmul
+    from mrcnn_tf.backend.conv_filter_grad import filter_gradient, prefers_matmul
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)

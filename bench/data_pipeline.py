@@ -21,7 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def pipeline_rate(dataset, config, workers, multiprocessing, batches, seed=0):
     """Images per second through Keras' adapter (first batch, which warms caches, excluded)."""
-    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+    from mrcnn_tf.backend.compat import private
+
+    PyDatasetAdapter = private("PyDatasetAdapter")
 
     from mrcnn_tf.data.augment import lisc_augmentation
     from mrcnn_tf.data.pipeline import DataGenerator
@@ -71,7 +73,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-    from mrcnn_tf import synth
+    from mrcnn_tf.wbc import synth
     from mrcnn_tf.lisc import LiscConfig, LiscDataset
 
     with tempfile.TemporaryDirectory() as tmp:

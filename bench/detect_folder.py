@@ -3,10 +3,10 @@
     python bench/detect_folder.py                       # 500 fields, 720x576, batch 4, 2 threads
     python bench/detect_folder.py --images 100 --batch-size 1 --baseline 50
 
-The model is `mrcnn_tf.demo.DemoConfig` (ResNet-18 FPN, 256 px) with RANDOM weights and
+The model is `mrcnn_tf.wbc.demo.DemoConfig` (ResNet-18 FPN, 256 px) with RANDOM weights and
 DETECTION_MIN_CONFIDENCE 0, DETECTION_MAX_INSTANCES 3, so every field gets 3 detections to draw (a LISC
 field holds 1-4 cells); the cost does not depend on the weights. Fields are drawn by
-`mrcnn_tf.synth.render_smear` and written as 24-bit BMPs like LISC's.
+`mrcnn_tf.wbc.synth.render_smear` and written as 24-bit BMPs like LISC's.
 
 Timed, each into a fresh output folder, after one untimed warm-up call (the graph trace):
   serial     the loop `detect` ran before this change (read, detect, overlay, one image at a time) over the
@@ -35,7 +35,7 @@ def write_fields(folder, count, seed=0):
     import numpy as np
     from PIL import Image
 
-    from mrcnn_tf.synth import render_smear
+    from mrcnn_tf.wbc.synth import render_smear
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -51,7 +51,7 @@ def write_fields(folder, count, seed=0):
 def build_model(batch_size, logs):
     import numpy as np
 
-    from mrcnn_tf.demo import DemoConfig
+    from mrcnn_tf.wbc.demo import DemoConfig
     from mrcnn_tf.model import MaskRCNN
 
     config = type("BenchDetectConfig", (DemoConfig,), {"IMAGES_PER_GPU": batch_size, "DETECTION_MIN_CONFIDENCE": 0.0,
@@ -81,7 +81,7 @@ def serial(model, inputs, output, class_names):
 
 def folder_run(model, inputs, output, class_names, overlays):
     """(images/s, RSS samples MiB, load averages) of one `run_detect` over `inputs`."""
-    from mrcnn_tf.detect_folder import run_detect
+    from mrcnn_tf.inference.detect_folder import run_detect
 
     samples, loads = [rss_mb()], [load()]
 
@@ -98,7 +98,7 @@ def folder_run(model, inputs, output, class_names, overlays):
 
 def run(args):
     set_threads(args.threads)
-    from mrcnn_tf.detect_folder import class_names_for
+    from mrcnn_tf.inference.detect_folder import class_names_for
 
     print(f"bench/detect_folder.py {datetime.datetime.now():%Y-%m-%d %H:%M} images={args.images} "
           f"batch={args.batch_size} threads={args.threads} load={load():.1f}")

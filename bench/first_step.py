@@ -59,7 +59,7 @@ def run(args):
 
     print(header("bench/first_step.py", args))
     if args.config:
-        from mrcnn_tf.presets import make_config
+        from mrcnn_tf.wbc.presets import make_config
 
         config = make_config(args.config)  # a preset's own step: its backbone, size, batch, BatchNorm, optimizer
     else:

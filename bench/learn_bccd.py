@@ -61,7 +61,7 @@ def main(argv=None):
                         help="epochs of STEPS_PER_EPOCH steps (default: the preset's from-scratch schedule, "
                              "bccd: all:16)")
     parser.add_argument("--every", type=int, default=2, help="score the validation fields every N epochs")
-    parser.add_argument("--config", default="bccd", help="preset name (mrcnn_tf/presets.py)")
+    parser.add_argument("--config", default="bccd", help="preset name (mrcnn_tf/wbc/presets.py)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE config override")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-augment", action="store_true")
@@ -69,10 +69,10 @@ def main(argv=None):
     parser.add_argument("--out", default="bench/out/bccd")
     args = parser.parse_args(argv)
 
-    from mrcnn_tf.colour_typing import TYPER_FILE, fit_colour_typer
-    from mrcnn_tf.demo import save_curve, train_datasets
+    from mrcnn_tf.wbc.colour_typing import TYPER_FILE, fit_colour_typer
+    from mrcnn_tf.wbc.demo import save_curve, train_datasets
     from mrcnn_tf.cli.train import parse_schedule
-    from mrcnn_tf.presets import make_config, scratch_schedule
+    from mrcnn_tf.wbc.presets import make_config, scratch_schedule
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,8 @@ def main(argv=None):
     parser.add_argument("--out", default="bench/out/learn")
     args = parser.parse_args(argv)
 
-    from mrcnn_tf.demo import DemoConfig, save_curve, train_epochs
-    from mrcnn_tf.synth import write_lisc
+    from mrcnn_tf.wbc.demo import DemoConfig, save_curve, train_epochs
+    from mrcnn_tf.wbc.synth import write_lisc
 
     out = pathlib.Path(args.out)
     train_dir, val_dir = out / "train", out / "heldout"

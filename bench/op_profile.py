@@ -101,7 +101,7 @@ def preset_step(name, logs):
     import numpy as np
 
     from mrcnn_tf.model import MaskRCNN
-    from mrcnn_tf.presets import make_config
+    from mrcnn_tf.wbc.presets import make_config
     from train_step import synthetic_batch
 
     config = make_config(name)

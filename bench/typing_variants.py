@@ -41,7 +41,7 @@ class Cell:
     median Lab."""
 
     def __init__(self, image, mask, class_id, direction):
-        from mrcnn_tf import colour_typing as ct
+        from mrcnn_tf.wbc import colour_typing as ct
         from skimage import color
 
         self.class_id, self.image, self.mask, self.direction = int(class_id), image, mask, direction
@@ -59,7 +59,7 @@ class Cell:
 
 
 def features(cell, variant):
-    from mrcnn_tf import colour_typing as ct
+    from mrcnn_tf.wbc import colour_typing as ct
     from scipy import ndimage
     from skimage import color
 
@@ -101,7 +101,7 @@ def features(cell, variant):
 
 def repeated_cv(x, labels, l2_values, repeats):
     """{l2: [accuracy of each repeat]} of 5-fold CV, the folds seeded by the repeat."""
-    from mrcnn_tf.colour_typing import _fit_weights
+    from mrcnn_tf.wbc.colour_typing import _fit_weights
 
     z = (x - x.mean(0)) / (x.std(0) + 1e-9)  # the package standardises on all training cells the same way
     results = {}
@@ -119,7 +119,7 @@ def repeated_cv(x, labels, l2_values, repeats):
 
 
 def fit_and_apply(x_train, labels, x_val, l2):
-    from mrcnn_tf.colour_typing import _fit_weights, _softmax
+    from mrcnn_tf.wbc.colour_typing import _fit_weights, _softmax
 
     mean, scale = x_train.mean(0), x_train.std(0) + 1e-9
     weights, bias = _fit_weights((x_train - mean) / scale, labels, 5, l2, steps=2000)
@@ -184,7 +184,7 @@ def main(argv=None):
     parser.add_argument("--cnn-seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from mrcnn_tf.colour_typing import fit_colour_typer
+    from mrcnn_tf.wbc.colour_typing import fit_colour_typer
 
     started = time.time()
     train_set, val_set = load(args.data, "train"), load(args.data, "val")

@@ -16,7 +16,6 @@ import pathlib
 
 import numpy as np
 
-from mrcnn_tf.colour_typing import FEATURE_SETS as COLOUR_TYPING_FEATURE_SETS
 from mrcnn_tf.errors import ConfigError
 
 # Attributes computed from the others; never read from JSON or --set.
@@ -25,6 +24,8 @@ RESIZE_MODES = ("none", "square", "pad64", "crop")
 BACKBONES = ("resnet50", "resnet101", "resnet18", "resnet34")  # the last two: mrcnn_tf additions (CPU)
 # Attributes whose type validate() checks itself (they mix types: None, bool, str, int, float).
 LOOSE_TYPES = ("MIXED_PRECISION", "TRAIN_BN", "IMAGE_MIN_SCALE", "GRADIENT_CLIP_NORM", "NAME")
+# The colour typer's feature sets (mrcnn_tf.wbc.colour_typing builds its features under these names).
+COLOUR_TYPING_FEATURE_SETS = ("colour", "colour+compartments")
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
 
 
@@ -73,7 +74,7 @@ class Config:
     LEARNING_MOMENTUM = 0.9
     OPTIMIZER = "sgd"  # mrcnn_tf addition: "sgd" (Matterport) or "adam" (faster from random weights)
     # mrcnn_tf additions: "constant" (Matterport) or "cosine" (to zero over the epochs of each train()
-    # call), after a linear warm-up of this many steps (mrcnn_tf/lr_schedule.py).
+    # call), after a linear warm-up of this many steps (mrcnn_tf/engine/lr_schedule.py).
     LEARNING_RATE_SCHEDULE = "constant"
     LEARNING_RATE_WARMUP_STEPS = 0
     WEIGHT_DECAY = 0.0001
@@ -92,16 +93,16 @@ class Config:
     # mrcnn_tf additions (not in Matterport).
     MIXED_PRECISION = False  # "mixed_float16" compute with float32 losses and box math
     # > 0: before each checkpoint, recompute BatchNorm moving statistics on this many training
-    # batches (detectron2's PreciseBN; see mrcnn_tf/precise_bn.py). For TRAIN_BN None from scratch.
+    # batches (detectron2's PreciseBN; see mrcnn_tf/engine/precise_bn.py). For TRAIN_BN None from scratch.
     BN_STATS_BATCHES = 0
     # In (0, 1): the checkpoints (and the model after training) hold an exponential moving average of the
-    # trained weights with this decay, ramped up over the first steps (mrcnn_tf/weight_average.py); 0: the
+    # trained weights with this decay, ramped up over the first steps (mrcnn_tf/engine/weight_average.py); 0: the
     # weights of the last step, as Matterport.
     WEIGHT_EMA_DECAY = 0.0
     # True: `mrcnn-tf train` also fits a colour typer on the training cells' masks and `evaluate` / `detect` take
-    # each cell's type from the colour inside its predicted mask (mrcnn_tf/colour_typing.py); False: the class head.
+    # each cell's type from the colour inside its predicted mask (mrcnn_tf/wbc/colour_typing.py); False: the class head.
     COLOUR_TYPING = False
-    # The colour typer's features (mrcnn_tf/colour_typing.py FEATURE_SETS): "colour+compartments" (the whole cell,
+    # The colour typer's features (mrcnn_tf/wbc/colour_typing.py FEATURE_SETS): "colour+compartments" (the whole cell,
     # its nucleus and its cytoplasm apart) or "colour" (the whole cell only, for stains whose nucleus the split misses).
     COLOUR_TYPING_FEATURES = "colour+compartments"
     # True: one NMS over all classes, so an object is never reported under two classes (one cell,

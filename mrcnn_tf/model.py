@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrcnn_tf.distribute import precision_policy, strategy_scope
+from mrcnn_tf.engine.distribute import precision_policy, strategy_scope
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.nets.graph import build_inference_graph, build_training_graph, image_input_shape
 from mrcnn_tf.ops.anchors import compute_backbone_shapes, generate_pyramid_anchors
@@ -69,16 +69,16 @@ _LAZY_EXPORTS = {
     "clip_boxes_graph": "mrcnn_tf.ops.graph",
     "overlaps_graph": "mrcnn_tf.ops.graph",
     "log2_graph": "mrcnn_tf.ops.graph",
-    "smooth_l1_loss": "mrcnn_tf.losses",
-    "rpn_class_loss_graph": "mrcnn_tf.losses",
-    "mrcnn_class_loss_graph": "mrcnn_tf.losses",
-    "mrcnn_bbox_loss_graph": "mrcnn_tf.losses",
-    "mrcnn_mask_loss_graph": "mrcnn_tf.losses",
+    "smooth_l1_loss": "mrcnn_tf.nets.losses",
+    "rpn_class_loss_graph": "mrcnn_tf.nets.losses",
+    "mrcnn_class_loss_graph": "mrcnn_tf.nets.losses",
+    "mrcnn_bbox_loss_graph": "mrcnn_tf.nets.losses",
+    "mrcnn_mask_loss_graph": "mrcnn_tf.nets.losses",
 }
 # Names whose Matterport signature differs from the function they come from: name -> (module, attribute).
 _RENAMED_EXPORTS = {
     # Matterport's rpn_bbox_loss_graph(config, target_bbox, rpn_match, rpn_bbox) takes the config first.
-    "rpn_bbox_loss_graph": ("mrcnn_tf.losses", "matterport_rpn_bbox_loss_graph"),
+    "rpn_bbox_loss_graph": ("mrcnn_tf.nets.losses", "matterport_rpn_bbox_loss_graph"),
 }
 
 __all__ = ["MaskRCNN", "log", "compose_image_meta", "parse_image_meta", "mold_image", "unmold_image",
@@ -176,7 +176,7 @@ class MaskRCNN:
             with precision_policy(config):
                 inputs, outputs = build_inference_graph(config)
                 return keras.Model(inputs, outputs, name="mask_rcnn")
-        from mrcnn_tf.train_model import MaskRCNNTrainModel
+        from mrcnn_tf.nets.train_model import MaskRCNNTrainModel
 
         # GPU_COUNT > 1: variables mirrored on every replica (Keras keeps the strategy for compile/fit).
         with precision_policy(config), strategy_scope(config):
@@ -411,7 +411,7 @@ class MaskRCNN:
 
     def find_last(self):
         """Path (str) of the newest checkpoint of this config's NAME under `model_dir`."""
-        from mrcnn_tf.checkpoints import find_last
+        from mrcnn_tf.engine.checkpoints import find_last
 
         return str(find_last(self.model_dir, (self.config.NAME or "").lower() or None))
 
@@ -421,7 +421,7 @@ class MaskRCNN:
         `exclude` (layer names) implies by_name, as in Matterport. Afterwards `set_log_dir(filepath)`
         so that training from one of our checkpoints resumes its folder and epoch count.
         """
-        from mrcnn_tf.weights import load_weights
+        from mrcnn_tf.weights.matterport_h5 import load_weights
 
         report = load_weights(self.keras_model, str(filepath), by_name=by_name, exclude=exclude, verbose=verbose)
         self.set_log_dir(filepath)
@@ -433,10 +433,10 @@ class MaskRCNN:
         """Train up to `epochs` (cumulative, from `self.epoch`) the layers matched by `layers`.
 
         `layers`: "heads", "3+", "4+", "5+", "all" or a regex over layer names. Extra keyword
-        arguments (seed, verbose) go to `mrcnn_tf.training.train`.
+        arguments (seed, verbose) go to `mrcnn_tf.engine.training.train`.
         """
         self._require_mode("training", "train")
-        from mrcnn_tf import training
+        from mrcnn_tf.engine import training
 
         if not self._log_dir_is_ours and os.path.exists(self.log_dir):
             # Another run took this folder since set_log_dir() chose it: pick a fresh one.
@@ -451,19 +451,19 @@ class MaskRCNN:
     def compile(self, learning_rate, momentum):
         """Compile the training model: OPTIMIZER (SGD with momentum by default), GRADIENT_CLIP_NORM, the losses."""
         self._require_mode("training", "compile")
-        from mrcnn_tf.training import compile_training_model
+        from mrcnn_tf.engine.training import compile_training_model
 
         compile_training_model(self.keras_model, self.config, learning_rate, momentum)
 
     def get_imagenet_weights(self):
         """Path of the keras.applications ImageNet weights for this BACKBONE (found or downloaded)."""
-        from mrcnn_tf.weights_imagenet import get_imagenet_weights
+        from mrcnn_tf.weights.imagenet import get_imagenet_weights
 
         return str(get_imagenet_weights(architecture=self.config.BACKBONE))
 
     def set_trainable(self, layer_regex, keras_model=None, indent=0, verbose=1):
         """Make the layers whose names fully match `layer_regex` trainable, the others frozen."""
-        from mrcnn_tf import training
+        from mrcnn_tf.engine import training
 
         return training.set_trainable(keras_model or self.keras_model, layer_regex, indent=indent, verbose=verbose)
 
@@ -496,9 +496,9 @@ class MaskRCNN:
             checked: unused; Matterport's recursion argument, kept for its signature.
 
         Returns:
-            a Keras tensor, or a `mrcnn_tf.graph_inspection.GraphStage`.
+            a Keras tensor, or a `mrcnn_tf.inference.graph_inspection.GraphStage`.
         """
-        from mrcnn_tf.graph_inspection import find_ancestor
+        from mrcnn_tf.inference.graph_inspection import find_ancestor
 
         return find_ancestor(self.keras_model, tensor, name)
 
@@ -516,7 +516,7 @@ class MaskRCNN:
         Returns:
             OrderedDict name -> numpy array (each also printed with `log`).
         """
-        from mrcnn_tf.graph_inspection import as_output, evaluate
+        from mrcnn_tf.inference.graph_inspection import as_output, evaluate
 
         outputs = [(name, as_output(self.keras_model, name, item)) for name, item in outputs]
         if image_metas is None:

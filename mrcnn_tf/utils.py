@@ -4,7 +4,7 @@ Everything here is re-exported from where it lives: numpy box, anchor, mask and 
 from `mrcnn_tf.ops` (`batch_slice` and `mold_mask` from `mrcnn_tf.ops.compat`; `box_refinement_graph`
 from the tf twins, loaded with TensorFlow only when asked for), the `Dataset` base class from
 `mrcnn_tf.data.dataset`, the per-image AP family from `mrcnn_tf.evaluation.matching`, and the COCO
-weight download from `mrcnn_tf.weights`.
+weight download from `mrcnn_tf.weights.matterport_h5`.
 """
 from mrcnn_tf.data.dataset import Dataset
 from mrcnn_tf.evaluation.matching import compute_ap, compute_ap_range, compute_matches, compute_recall
@@ -16,7 +16,7 @@ from mrcnn_tf.ops.compat import batch_slice, mold_mask
 from mrcnn_tf.ops.image import (compose_image_meta, mold_image, parse_image_meta, resize_image,
                                 unmold_image)
 from mrcnn_tf.ops.masks import expand_mask, minimize_mask, resize, resize_mask, unmold_mask
-from mrcnn_tf.weights import COCO_MODEL_URL, download_trained_weights
+from mrcnn_tf.weights.matterport_h5 import COCO_MODEL_URL, download_trained_weights
 
 __all__ = [
     "Dataset",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from helpers_coco import BCCD_FIELDS
 
-from mrcnn_tf import presets
-from mrcnn_tf.bccd import BccdConfig
+from mrcnn_tf.wbc import presets
+from mrcnn_tf.wbc.bccd import BccdConfig
 from mrcnn_tf.cli import main
 from mrcnn_tf.data.augment import AUGMENTATIONS, augmentation_for
 from mrcnn_tf.errors import ConfigError

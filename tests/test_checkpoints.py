@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from mrcnn_tf import checkpoints as C
+from mrcnn_tf.engine import checkpoints as C
 from mrcnn_tf.config import Config
 from mrcnn_tf.errors import MrcnnError, WeightsError
 

@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from helpers_model import tiny_config
 from pycocotools.coco import COCO
 
-from mrcnn_tf.checkpoints import save_checkpoint
+from mrcnn_tf.engine.checkpoints import save_checkpoint
 from mrcnn_tf.cli import cli
 from mrcnn_tf.cli._common import list_images, load_config
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.model import MaskRCNN
-from mrcnn_tf.synth import write_lisc
+from mrcnn_tf.wbc.synth import write_lisc
 
 TYPES = ["Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
 

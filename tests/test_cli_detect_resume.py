@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from helpers_model import tiny_config
 from PIL import Image
 
-from mrcnn_tf.checkpoints import save_checkpoint
+from mrcnn_tf.engine.checkpoints import save_checkpoint
 from mrcnn_tf.cli import cli
 from mrcnn_tf.cli.detect import DEFAULT_BATCH_SIZE, batch_overrides
-from mrcnn_tf.detect_results import JOURNAL_NAME
+from mrcnn_tf.inference.detect_results import JOURNAL_NAME
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.model import MaskRCNN
 
@@ -75,7 +75,7 @@ def uninterrupted(world):
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    from mrcnn_tf import detect_results
+    from mrcnn_tf.inference import detect_results
     from mrcnn_tf.cli import main
 
     append = detect_results.DetectJournal.append

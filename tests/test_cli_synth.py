@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from mrcnn_tf import synth
+from mrcnn_tf.wbc import synth
 from mrcnn_tf.cli import cli, main
 
 

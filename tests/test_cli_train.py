@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers_model import tiny_config
 
-from mrcnn_tf.checkpoints import WeightsChoice, save_checkpoint
+from mrcnn_tf.engine.checkpoints import WeightsChoice, save_checkpoint
 from mrcnn_tf.cli import main
 from mrcnn_tf.cli.train import _schedule_text, parse_schedule
 from mrcnn_tf.data import lisc_format as fmt
@@ -20,7 +20,7 @@ from mrcnn_tf.data.pipeline import DataGenerator
 from mrcnn_tf.errors import ConfigError
 from mrcnn_tf.lisc import LiscDataset
 from mrcnn_tf.model import MaskRCNN
-from mrcnn_tf.synth import write_lisc
+from mrcnn_tf.wbc.synth import write_lisc
 
 
 def test_parse_schedule_cumulative_stages_and_learning_rates():

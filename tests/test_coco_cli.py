@@ -141,7 +141,7 @@ def test_train_errors_on_coco_folders_are_one_line(tmp_path, capsys):
 
 
 def test_named_subsets_need_a_coco_folder(tmp_path, capsys):
-    from mrcnn_tf.synth import write_lisc
+    from mrcnn_tf.wbc.synth import write_lisc
 
     write_lisc(tmp_path / "lisc", per_class=1, seed=0)
     code, _, err = run_cli(["evaluate", "--dataset", tmp_path / "lisc", "--subset", "test", "--logs", tmp_path], capsys)

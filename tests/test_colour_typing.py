@@ -9,10 +9,10 @@ import pytest
 from skimage import color
 
 from helpers_model import tiny_config
-from mrcnn_tf.colour_typing import (COMPARTMENT_FEATURE_NAMES, FEATURE_NAMES, NUCLEUS_DIRECTION, TYPER_FILE,
-                                    ColourTypedModel, ColourTyper, colour_features, compartment_features,
-                                    fit_colour_typer, fit_nucleus_direction, nucleus_pixels, otsu_split, retype,
-                                    typed_model)
+from mrcnn_tf.wbc.colour_typing import (COMPARTMENT_FEATURE_NAMES, FEATURE_NAMES, NUCLEUS_DIRECTION, TYPER_FILE,
+                                        ColourTypedModel, ColourTyper, colour_features, compartment_features,
+                                        fit_colour_typer, fit_nucleus_direction, nucleus_pixels, otsu_split, retype,
+                                        typed_model)
 from mrcnn_tf.errors import ConfigError, MrcnnError
 
 NAMES = ["BG", "Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
@@ -237,7 +237,7 @@ def test_typed_model_follows_the_config_and_the_run_folder(tmp_path, rng):
 
 
 def test_config_wants_a_bool_and_a_known_feature_set():
-    from mrcnn_tf.colour_typing import DEFAULT_FEATURE_SET, FEATURE_SETS
+    from mrcnn_tf.wbc.colour_typing import DEFAULT_FEATURE_SET, FEATURE_SETS
 
     with pytest.raises(ConfigError, match="COLOUR_TYPING"):
         tiny_config(COLOUR_TYPING="yes")

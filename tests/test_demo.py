@@ -7,7 +7,7 @@ import pytest
 from helpers_model import tiny_config
 from mrcnn_tf import model as modellib
 from mrcnn_tf.cli import main
-from mrcnn_tf.demo import DemoConfig, HeldOutEvaluation, copy_weights, run_demo
+from mrcnn_tf.wbc.demo import DemoConfig, HeldOutEvaluation, copy_weights, run_demo
 
 
 def test_copy_weights_training_to_inference(tmp_path):
@@ -71,7 +71,7 @@ def test_demo_refuses_a_used_output_folder(tmp_path, capsys):
 
 
 def test_train_datasets_starts_from_given_weights_in_a_new_run(tmp_path, monkeypatch):
-    from mrcnn_tf import demo
+    from mrcnn_tf.wbc import demo
 
     config = tiny_config(BACKBONE="resnet18", NUM_CLASSES=6)
     source = modellib.MaskRCNN("training", config, str(tmp_path / "old"))
@@ -109,7 +109,7 @@ def test_time_estimate_leaves_out_the_traced_first_step():
 def test_each_point_is_scored_again_with_the_colour_typer_on_the_same_detections(monkeypatch):
     from types import SimpleNamespace
 
-    from mrcnn_tf import demo
+    from mrcnn_tf.wbc import demo
     from mrcnn_tf.evaluation import evaluate as evaluate_module
 
     images = [np.full((8, 8, 3), value, np.uint8) for value in (10, 200, 30)]
@@ -158,7 +158,7 @@ def test_each_point_is_scored_again_with_the_colour_typer_on_the_same_detections
 
 
 def test_a_replay_refuses_a_batch_it_did_not_record():
-    from mrcnn_tf.demo import _RetypedReplay
+    from mrcnn_tf.wbc.demo import _RetypedReplay
 
     replay = _RetypedReplay([([np.zeros((4, 4, 3), np.uint8)], [{}])], typer=None, config=None)
     with pytest.raises(RuntimeError, match="2 images where 1 were recorded"):

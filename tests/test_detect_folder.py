@@ -1,4 +1,4 @@
-"""`run_detect` and its files (mrcnn_tf/detect_folder.py, detect_results.py) without TensorFlow.
+"""`run_detect` and its files (mrcnn_tf/inference/detect_folder.py, detect_results.py) without TensorFlow.
 
 A stand-in model answers `detect` with detections computed from each image's pixels (so results are
 checkable and the same on every call) and records how it was called; the files written are checked
@@ -16,10 +16,10 @@ from helpers_model import tiny_config
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from mrcnn_tf import detect_results
-from mrcnn_tf.detect_folder import class_names_for, list_images, run_detect
-from mrcnn_tf.detect_results import (JOURNAL_NAME, DetectJournal, count_row, existing_results, plan_names,
-                                     run_header, write_counts)
+from mrcnn_tf.inference import detect_results
+from mrcnn_tf.inference.detect_folder import class_names_for, list_images, run_detect
+from mrcnn_tf.inference.detect_results import (JOURNAL_NAME, DetectJournal, count_row, existing_results, plan_names,
+                                               run_header, write_counts)
 from mrcnn_tf.errors import DatasetError, MrcnnError
 
 CLASS_NAMES = ["BG", "Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]

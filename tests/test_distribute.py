@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers_model import tiny_config
-from mrcnn_tf import distribute
+from mrcnn_tf.engine import distribute
 from mrcnn_tf.errors import ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -78,7 +78,7 @@ SCRIPT = textwrap.dedent("""
     out["iterations"] = [int(np.asarray(m.keras_model.optimizer.iterations)) for m in (single, multi)]
 
     # PreciseBN on the same batches, BatchNorm trainable: one device and two replicas (every replica's copy).
-    from mrcnn_tf.precise_bn import batch_norm_layers, recompute_batch_norm_statistics
+    from mrcnn_tf.engine.precise_bn import batch_norm_layers, recompute_batch_norm_statistics
     bn_single = modellib.MaskRCNN("training", tiny_config(TRAIN_BN=None), logs)
     bn_multi = modellib.MaskRCNN("training", tiny_config(TRAIN_BN=None, GPU_COUNT=2), logs)
     bn_multi.keras_model.set_weights(bn_single.keras_model.get_weights())

@@ -11,7 +11,7 @@ import tensorflow as tf
 from helpers_model import tiny_config
 
 from mrcnn_tf.errors import MrcnnError
-from mrcnn_tf.export import DetectionModule, _resize_bilinear, export_saved_model, load_exported
+from mrcnn_tf.inference.export import DetectionModule, _resize_bilinear, export_saved_model, load_exported
 from mrcnn_tf.model import MaskRCNN
 from mrcnn_tf.ops.image import resize_image
 

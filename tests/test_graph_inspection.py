@@ -7,7 +7,7 @@ from helpers_model import tiny_config
 from mrcnn_tf import model as modellib
 from mrcnn_tf import utils
 from mrcnn_tf.errors import MrcnnError
-from mrcnn_tf.graph_inspection import GraphStage
+from mrcnn_tf.inference.graph_inspection import GraphStage
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,14 @@
-"""Every import arrow points down: library modules never import the command-line layer (mrcnn_tf/cli).
+"""Every import arrow points down: the package's floors, and library modules never importing the CLI.
 
 The CLI is the top layer (Click, option parsing, one-line errors); library code that imported it would
 pull Click option handling into notebooks and make the CLI impossible to change on its own. Only
-`mrcnn_tf/__main__.py` (``python -m mrcnn_tf``, above the CLI) may import it. The scan reads the
+`mrcnn_tf/__main__.py` (``python -m mrcnn_tf``, above the CLI) may import it. Below it the floors are
+
+    cli -> wbc -> model -> inference, nets -> engine, data, layers, evaluation (and Matterport's lisc, coco,
+    utils, visualize) -> ops -> config, weights, backend -> errors
+
+and a module may import its own floor or lower ones only: the base Config knows no application module, the
+model knows no white-cell code, ops know neither the engine nor the backend's switches. The scan reads the
 package's source files with `ast`, so imports inside functions count too.
 """
 import ast
@@ -53,6 +59,77 @@ def test_the_scan_sees_every_import_form():
 def test_library_modules_never_import_the_cli():
     sources = [p for p in PACKAGE.rglob("*.py") if "cli" not in p.relative_to(PACKAGE).parts[:1]
                and p.name not in ABOVE_THE_CLI]
-    assert len(sources) > 30 and PACKAGE / "demo.py" in sources and PACKAGE / "detect_folder.py" in sources
+    assert len(sources) > 30 and PACKAGE / "wbc" / "demo.py" in sources
+    assert PACKAGE / "inference" / "detect_folder.py" in sources
     offenders = {str(p.relative_to(PACKAGE)): cli_imports(p) for p in sources if cli_imports(p)}
     assert offenders == {}, f"library modules importing mrcnn_tf.cli (move the code below the CLI): {offenders}"
+
+
+# Floor of each part of the package (a folder, or a module at the top); higher floors may import lower ones.
+FLOORS = {
+    "errors": 0,
+    "config": 1, "weights": 1, "backend": 1,
+    "ops": 2,
+    "engine": 3, "data": 3, "layers": 3, "evaluation": 3, "lisc": 3, "coco": 3, "utils": 3, "visualize": 3,
+    "inference": 4, "nets": 4,
+    "model": 5,
+    "wbc": 6,
+    "cli": 7,
+}
+# The package's own __init__ (process settings before TensorFlow loads) and `python -m mrcnn_tf`.
+OUTSIDE_THE_FLOORS = {"__init__", "__main__"}
+MAX_TOP_LEVEL_MODULES = 15
+
+
+def part_of(module_name):
+    """'mrcnn_tf.engine.training' -> 'engine'; 'mrcnn_tf.model' -> 'model'; 'mrcnn_tf' -> None."""
+    parts = module_name.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def upward_imports(source, module_name):
+    """The names `source` (the module `module_name`) imports from a floor above its own."""
+    own = part_of(module_name)
+    found = []
+    for name in imported_modules(source, module_name):
+        target = part_of(name) if name.startswith("mrcnn_tf.") else None
+        if target is None or target == own or target not in FLOORS:
+            continue  # `from mrcnn_tf import x` is judged by its `mrcnn_tf.x` entry
+        if FLOORS[target] > FLOORS[own]:
+            found.append(name)
+    return found
+
+
+def test_every_part_of_the_package_has_a_floor():
+    parts = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+             if (p.is_file() and p.suffix == ".py") or (p.is_dir() and (p / "__init__.py").is_file())}
+    assert parts - OUTSIDE_THE_FLOORS == set(FLOORS), "give the new part of the package a floor in FLOORS"
+
+
+def test_the_floor_scan_catches_an_upward_import():
+    up = upward_imports("from mrcnn_tf.wbc.colour_typing import FEATURE_SETS", "mrcnn_tf.config")
+    assert up == ["mrcnn_tf.wbc.colour_typing", "mrcnn_tf.wbc.colour_typing.FEATURE_SETS"]
+    assert upward_imports("def f():\n    from mrcnn_tf import model\n", "mrcnn_tf.ops.anchors") == ["mrcnn_tf.model"]
+    assert upward_imports("from mrcnn_tf.errors import MrcnnError\nfrom mrcnn_tf.data import targets",
+                          "mrcnn_tf.engine.training") == []  # lower floor, and the engine's own floor
+    assert upward_imports("from . import training", "mrcnn_tf.engine.driver") == []
+
+
+def test_no_module_imports_a_higher_floor():
+    offenders = {}
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] in ("__init__.py", "__main__.py"):
+            continue
+        module_name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        found = upward_imports(path.read_text(encoding="utf-8"), module_name)
+        if found:
+            offenders[str(relative)] = found
+    assert offenders == {}, f"imports pointing up the floors (move the code, or hand the object in): {offenders}"
+
+
+def test_at_most_fifteen_modules_at_the_top_level():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+    for face in ("config.py", "model.py", "utils.py", "visualize.py", "lisc.py", "coco.py"):
+        assert face in top  # Matterport's import paths

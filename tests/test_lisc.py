@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from mrcnn_tf import synth
+from mrcnn_tf.wbc import synth
 from mrcnn_tf.data import lisc_format as fmt
 from mrcnn_tf.errors import DatasetError
 from mrcnn_tf.lisc import LiscConfig, LiscDataset, split_subset

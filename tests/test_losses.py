@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-from mrcnn_tf import losses as L
+from mrcnn_tf.nets import losses as L
 
 
 # ---------------------------------------------------------------------- numpy references
@@ -201,7 +201,7 @@ def test_l2_weight_decay_divides_by_size_and_skips_batchnorm(rng):
 def test_build_optimizer_sgd_and_adam_clip_by_global_norm():
     import keras
 
-    from mrcnn_tf.training import build_optimizer
+    from mrcnn_tf.engine.training import build_optimizer
 
     sgd = build_optimizer(0.01, 0.9, 5.0)
     adam = build_optimizer(0.001, 0.9, 5.0, "adam")
@@ -224,7 +224,7 @@ def test_sgd_fused_momentum_matches_a_numpy_reference_and_keras(rng, nesterov):
     """ReplicaSumClipSGD's one-op update against plain momentum SGD in numpy and Keras' own SGD."""
     import tensorflow as tf
 
-    from mrcnn_tf.optimizers import ReplicaSumClipSGD
+    from mrcnn_tf.engine.optimizers import ReplicaSumClipSGD
 
     shapes = [(3, 3, 2, 4), (4,), (1,)]
     start = [rng.normal(size=s).astype(np.float32) for s in shapes]
@@ -258,7 +258,7 @@ def test_adam_fused_update_matches_a_numpy_reference_and_keras(rng):
     """ReplicaSumClipAdam's one-op update against Adam written out in numpy and Keras' own Adam."""
     import tensorflow as tf
 
-    from mrcnn_tf.optimizers import ReplicaSumClipAdam
+    from mrcnn_tf.engine.optimizers import ReplicaSumClipAdam
 
     shapes = [(3, 3, 2, 4), (4,), (1,)]
     start = [rng.normal(size=s).astype(np.float32) for s in shapes]

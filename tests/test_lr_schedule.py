@@ -7,7 +7,7 @@ import pytest
 
 from helpers_model import tiny_config
 from mrcnn_tf.config import ConfigError
-from mrcnn_tf.lr_schedule import WarmupCosineDecay, learning_rate_for
+from mrcnn_tf.engine.lr_schedule import WarmupCosineDecay, learning_rate_for
 from mrcnn_tf.model import MaskRCNN
 from test_training import boxes_dataset
 

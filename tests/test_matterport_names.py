@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from helpers_model import tiny_config
-from mrcnn_tf import losses, model as modellib, utils, visualize
+from mrcnn_tf import model as modellib, utils, visualize
+from mrcnn_tf.nets import losses
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.layers import DetectionLayer, DetectionTargetLayer
 from mrcnn_tf.ops.image import compose_image_meta, resize_image

@@ -5,7 +5,7 @@ import pytest
 
 from helpers_model import tiny_config
 from helpers_training import fixed_batch
-from mrcnn_tf import distribute
+from mrcnn_tf.engine import distribute
 from mrcnn_tf import model as modellib
 from mrcnn_tf.errors import ConfigError
 

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mrcnn_tf import distribute, multi_worker
-from mrcnn_tf.distributed_input import replica_generator, stream_index
+from mrcnn_tf.engine import distribute, multi_worker
+from mrcnn_tf.engine.distributed_input import replica_generator, stream_index
 from mrcnn_tf.errors import ConfigError
 from test_training import boxes_dataset
 
@@ -72,7 +72,7 @@ def test_strategy_after_tensorflow_started_is_a_config_error(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", tf_config(["127.0.0.1:1", "127.0.0.1:2"], 0)["TF_CONFIG"])
     monkeypatch.setattr(distribute, "_MULTI_WORKER", {})
     with pytest.raises(ConfigError, match=r"TensorFlow was already running .*call "
-                                          r"mrcnn_tf\.distribute\.multi_worker_strategy\(\) at the top"):
+                                          r"mrcnn_tf\.engine\.distribute\.multi_worker_strategy\(\) at the top"):
         distribute.multi_worker_strategy()
 
 
@@ -281,7 +281,7 @@ def two_workers(tmp_path_factory):
 
 
 def run_two_workers(root):
-    from mrcnn_tf.synth import write_lisc
+    from mrcnn_tf.wbc.synth import write_lisc
 
     dataset = root / "lisc"
     write_lisc(dataset, per_class=2, seed=3)

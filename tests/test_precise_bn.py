@@ -6,7 +6,7 @@ import pytest
 from helpers_model import tiny_config
 from mrcnn_tf.layers.batch_norm import BatchNorm
 from mrcnn_tf.model import MaskRCNN
-from mrcnn_tf.precise_bn import PreciseBatchNorm, batch_norm_layers, recompute_batch_norm_statistics
+from mrcnn_tf.engine.precise_bn import PreciseBatchNorm, batch_norm_layers, recompute_batch_norm_statistics
 from test_training import boxes_dataset
 
 EPS = 1e-3
@@ -110,7 +110,7 @@ def test_callback_reads_other_batches_each_epoch(rng):
 
 
 def test_train_recomputes_before_each_checkpoint(tmp_path, monkeypatch):
-    from mrcnn_tf import checkpoints, precise_bn
+    from mrcnn_tf.engine import checkpoints, precise_bn
 
     events = []
     recompute, save = precise_bn.recompute_batch_norm_statistics, checkpoints.save_checkpoint

@@ -1,9 +1,9 @@
-"""`mrcnn_tf.presets`: named configs for `mrcnn-tf train --config NAME`."""
+"""`mrcnn_tf.wbc.presets`: named configs for `mrcnn-tf train --config NAME`."""
 import pytest
 from click.testing import CliRunner
 
-from mrcnn_tf import presets
-from mrcnn_tf.demo import DemoConfig
+from mrcnn_tf.wbc import presets
+from mrcnn_tf.wbc.demo import DemoConfig
 from mrcnn_tf.errors import ConfigError
 from mrcnn_tf.lisc import LiscConfig
 

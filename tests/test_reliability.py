@@ -21,13 +21,13 @@ import pytest
 from helpers_model import tiny_config
 from PIL import Image
 
-from mrcnn_tf import checkpoints
+from mrcnn_tf.engine import checkpoints
 from mrcnn_tf.cli import COMMANDS, main
 from mrcnn_tf.data import lisc_format as fmt
 from mrcnn_tf.errors import DatasetError, MrcnnError
-from mrcnn_tf.export import export_saved_model
+from mrcnn_tf.inference.export import export_saved_model
 from mrcnn_tf.model import MaskRCNN
-from mrcnn_tf.synth import write_lisc
+from mrcnn_tf.wbc.synth import write_lisc
 
 MAIN, TRUTH = "LISC Database/Main Dataset", "LISC Database/Ground Truth Segmentation"
 

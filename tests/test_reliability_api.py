@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mrcnn_tf import checkpoints
+from mrcnn_tf.engine import checkpoints
 from mrcnn_tf.config import DERIVED, Config
 from mrcnn_tf.data import lisc_format as fmt
 from mrcnn_tf.data.dataset import Dataset

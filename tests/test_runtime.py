@@ -1,4 +1,4 @@
-"""Process-level TensorFlow settings (mrcnn_tf/runtime.py): oneDNN on, quiet C++ logs, user settings kept.
+"""Process-level TensorFlow settings (mrcnn_tf/backend/runtime.py): oneDNN on, quiet C++ logs, user settings kept.
 
 These run in fresh subprocesses: the variables only matter before TensorFlow is imported.
 """
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from mrcnn_tf import runtime
+from mrcnn_tf.backend import runtime
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def test_cli_mutes_the_cuda_probe_unless_the_user_set_a_level(user_level, expect
 
 
 def test_cpu_runs_avx512_reads_the_flags_and_onednns_cap(tmp_path):
-    from mrcnn_tf import runtime
+    from mrcnn_tf.backend import runtime
 
     zen5 = {"fpu", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16"}
     assert runtime.cpu_runs_avx512(zen5, environ={}) is True

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mrcnn_tf import synth
+from mrcnn_tf.wbc import synth
 from mrcnn_tf.data.lisc_format import CYTOPLASM_LEVEL, GREY_LEVELS, MASK_PAD, NUCLEUS_LEVEL
 
 FOLDERS = ("Baso", "eosi", "lymp", "mono", "neut", "mixt")

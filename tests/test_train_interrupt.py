@@ -12,7 +12,7 @@ import time
 import h5py
 import pytest
 
-from mrcnn_tf.checkpoints import checkpoint_epoch, config_path_for
+from mrcnn_tf.engine.checkpoints import checkpoint_epoch, config_path_for
 
 TINY = {"BACKBONE": "resnet18", "IMAGE_MIN_DIM": 64, "IMAGE_MAX_DIM": 64, "RPN_ANCHOR_SCALES": "[8,16,32,64,128]",
         "RPN_TRAIN_ANCHORS_PER_IMAGE": 32, "PRE_NMS_LIMIT": 300, "POST_NMS_ROIS_TRAINING": 40,

@@ -9,7 +9,7 @@ from helpers_model import tiny_config
 from helpers_training import fixed_batch
 from mrcnn_tf.config import LOSS_NAMES
 from mrcnn_tf.model import MaskRCNN
-from mrcnn_tf.training import LAYER_REGEX, build_optimizer, set_trainable
+from mrcnn_tf.engine.training import LAYER_REGEX, build_optimizer, set_trainable
 
 
 def weights_by_path(model):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from helpers_model import tiny_config
-from mrcnn_tf import training
-from mrcnn_tf.checkpoints import config_path_for, find_last
+from mrcnn_tf.engine import training
+from mrcnn_tf.engine.checkpoints import config_path_for, find_last
 from mrcnn_tf.config import LOSS_NAMES
 from mrcnn_tf.data.dataset import Dataset
 from mrcnn_tf.model import MaskRCNN
@@ -78,7 +78,7 @@ def csv_rows(run_dir):
 
 
 def test_staged_training_nan_stop_and_resume(tmp_path, monkeypatch):
-    from mrcnn_tf import precise_bn
+    from mrcnn_tf.engine import precise_bn
 
     keras.utils.set_random_seed(3)
     # Two images per batch: the pipeline, the graph and the losses all see a real batch.

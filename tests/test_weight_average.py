@@ -12,7 +12,7 @@ import pytest
 from helpers_model import tiny_config
 from mrcnn_tf.errors import ConfigError
 from mrcnn_tf.model import MaskRCNN
-from mrcnn_tf.weight_average import WeightAverage, ema_decay
+from mrcnn_tf.engine.weight_average import WeightAverage, ema_decay
 from test_training import boxes_dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -116,7 +116,7 @@ def test_config_rejects_a_decay_outside_zero_to_one(value):
 
 
 def test_train_checkpoints_the_average_after_precise_bn(tmp_path, monkeypatch):
-    from mrcnn_tf import checkpoints, precise_bn, weight_average
+    from mrcnn_tf.engine import checkpoints, precise_bn, weight_average
 
     events, kernels = [], {}
     recompute, save = precise_bn.recompute_batch_norm_statistics, checkpoints.save_checkpoint
@@ -164,7 +164,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     import keras
     import numpy as np
     from test_weight_average import Recorder, reference_average, small_model
-    from mrcnn_tf.weight_average import WeightAverage
+    from mrcnn_tf.engine.weight_average import WeightAverage
 
     keras.utils.set_random_seed(3)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -1,4 +1,4 @@
-"""mrcnn_tf.weights: Keras-2 h5 by name / by order, own checkpoints, errors, COCO file handling."""
+"""mrcnn_tf.weights.matterport_h5: Keras-2 h5 by name / by order, own checkpoints, errors, COCO file handling."""
 import io
 import pickle
 import urllib.error
@@ -11,7 +11,7 @@ import pytest
 from keras import layers as KL
 
 from helpers_weights import coco_layout, seeded_values, write_coco_h5, write_keras2_h5
-from mrcnn_tf import weights as W
+from mrcnn_tf.weights import matterport_h5 as W
 from mrcnn_tf.config import Config
 from mrcnn_tf.errors import WeightsError
 

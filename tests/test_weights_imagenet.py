@@ -5,7 +5,7 @@ of the BatchNorm channels get a tiny moving variance (1e-4..1e-3), where the eps
 (1.001e-5 vs 1e-3) matters: without epsilon folding those features are off by tens of percent.
 Odd-sized inputs make conv1's output odd, where Matterport's "same" max-pool and keras.applications'
 pad-1 max-pool use the same windows; even sizes shift the windows by one pixel (documented in
-mrcnn_tf/weights_imagenet.py and checked below).
+mrcnn_tf/weights/imagenet.py and checked below).
 """
 import urllib.error
 
@@ -16,8 +16,8 @@ import pytest
 from keras import layers as KL
 
 from helpers_weights import backbone_layout, seeded_values, write_keras2_h5
-from mrcnn_tf import weights as W
-from mrcnn_tf import weights_imagenet as WI
+from mrcnn_tf.weights import matterport_h5 as W
+from mrcnn_tf.weights import imagenet as WI
 from mrcnn_tf.errors import WeightsError
 from mrcnn_tf.nets.resnet import resnet_graph
 

@@ -121,7 +121,7 @@ def quiet_tensorflow_logs():
     notes) are noise around our output and one-line errors. Importing mrcnn_tf already set level 2 (errors
     only), which still lets the CUDA probe's error through when the first op creates the devices.
     """
-    from mrcnn_tf import runtime
+    from mrcnn_tf.backend import runtime
 
     current = os.environ.get(runtime.LOG_LEVEL_VARIABLE)
     if current is None or (runtime.USER_LOG_LEVEL is None and current == "2"):

@@ -46,7 +46,7 @@ def load_config(checkpoint, overrides=()):
     Returns:
         a validated Config.
     """
-    from mrcnn_tf.checkpoints import config_path_for
+    from mrcnn_tf.engine.checkpoints import config_path_for
     from mrcnn_tf.lisc import LiscConfig
 
     path = config_path_for(checkpoint)
@@ -108,7 +108,7 @@ def load_dataset(dataset_dir, subset):
 
 def resolve_checkpoint(weights, logs):
     """The weight file named by ``--weights last|PATH`` (coco, imagenet and none are refused)."""
-    from mrcnn_tf.checkpoints import resolve_weights
+    from mrcnn_tf.engine.checkpoints import resolve_weights
 
     return pathlib.Path(resolve_weights(weights, logs, accepted=("last",)).path)
 
@@ -124,7 +124,7 @@ def load_inference_model(weights, logs, overrides=(), colour_typing=True):
     """
     from mrcnn_tf.errors import WeightsError
     from mrcnn_tf.model import MaskRCNN
-    from mrcnn_tf.weights import check_weights_file
+    from mrcnn_tf.weights.matterport_h5 import check_weights_file
 
     checkpoint = resolve_checkpoint(weights, logs)
     check_weights_file(checkpoint)  # a damaged file fails before the (slow) model build
@@ -140,7 +140,7 @@ def load_inference_model(weights, logs, overrides=(), colour_typing=True):
         raise WeightsError(misfit_message(report, checkpoint, config)) from None
     if not colour_typing:
         return model, checkpoint
-    from mrcnn_tf.colour_typing import typed_model
+    from mrcnn_tf.wbc.colour_typing import typed_model
 
     return typed_model(model, checkpoint, echo=lambda line: click.echo(line, err=True)), checkpoint
 
@@ -152,8 +152,8 @@ def misfit_message(report, checkpoint, config, training=False):
     lever is the config: the JSON beside the checkpoint or ``--set``. With `training`, NUM_CLASSES
     is fixed by the dataset, so a file for another class count needs other start weights instead.
     """
-    from mrcnn_tf.checkpoints import config_path_for
-    from mrcnn_tf.weights import COCO_CLASS_SPECIFIC
+    from mrcnn_tf.engine.checkpoints import config_path_for
+    from mrcnn_tf.weights.matterport_h5 import COCO_CLASS_SPECIFIC
 
     beside = config_path_for(checkpoint)
     source = f"config {beside.name}" if beside.is_file() else "LiscConfig defaults, no .config.json beside it"
@@ -174,14 +174,15 @@ def misfit_message(report, checkpoint, config, training=False):
 
 
 def class_names_for(config, dataset=None):
-    """Class names indexed by class id (0 = BG); see `mrcnn_tf.detect_folder` (library code never imports the CLI)."""
-    from mrcnn_tf.detect_folder import class_names_for as library_class_names_for
+    """Class names indexed by class id (0 = BG); see `mrcnn_tf.inference.detect_folder` (the library never imports
+    the CLI)."""
+    from mrcnn_tf.inference.detect_folder import class_names_for as library_class_names_for
 
     return library_class_names_for(config, dataset)
 
 
 def list_images(path):
-    """Image files of FILE_OR_DIR; see `mrcnn_tf.detect_folder` (library code never imports the CLI)."""
-    from mrcnn_tf.detect_folder import list_images as library_list_images
+    """Image files of FILE_OR_DIR; see `mrcnn_tf.inference.detect_folder` (library code never imports the CLI)."""
+    from mrcnn_tf.inference.detect_folder import list_images as library_list_images
 
     return library_list_images(path)

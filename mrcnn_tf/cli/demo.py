@@ -20,7 +20,7 @@ def demo(output, epochs, seed):
     the result does not depend on the CPU's speed; after the first epoch it prints how long the rest
     will take here. It prints where everything was written and the held-out mask mAP50 it reached.
     """
-    from mrcnn_tf.demo import DEMO_EPOCHS, run_demo
+    from mrcnn_tf.wbc.demo import DEMO_EPOCHS, run_demo
 
     path = pathlib.Path(output)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):

@@ -1,6 +1,6 @@
 """`mrcnn-tf detect`: find and type leukocytes in an image or a folder of images.
 
-Writes to --output (the formats are described in mrcnn_tf/detect_results.py):
+Writes to --output (the formats are described in mrcnn_tf/inference/detect_results.py):
     <name>_overlay.png   the image with tinted masks, outlines, boxes and "type score" captions (not with
                          --no-overlays)
     detections.jsonl     one line per finished image, flushed after every batch (what --resume reads)
@@ -19,8 +19,8 @@ import time
 import click
 
 from mrcnn_tf.cli._common import class_names_for, list_images, load_inference_model, weights_options
-from mrcnn_tf.detect_folder import run_detect
-from mrcnn_tf.detect_results import JOURNAL_NAME, existing_results, overlay_name, write_counts
+from mrcnn_tf.inference.detect_folder import run_detect
+from mrcnn_tf.inference.detect_results import JOURNAL_NAME, existing_results, overlay_name, write_counts
 from mrcnn_tf.errors import MrcnnError
 
 # Earlier names of the library functions, for code that imported them from here.

@@ -1,7 +1,7 @@
 """`mrcnn-tf export`: write a checkpoint as a SavedModel with a serving signature.
 
 The ``serving_default`` signature takes ``image``: uint8 [H, W, 3] (any size) and returns rois,
-class_ids, scores and masks exactly as ``model.detect`` (see `mrcnn_tf.export`).
+class_ids, scores and masks exactly as ``model.detect`` (see `mrcnn_tf.inference.export`).
 """
 import pathlib
 
@@ -17,7 +17,7 @@ from mrcnn_tf.cli._common import load_inference_model, weights_options
 def export(weights, logs, overrides, output, force):
     """Export a checkpoint as a SavedModel with a serving signature."""
     from mrcnn_tf.errors import MrcnnError
-    from mrcnn_tf.export import export_saved_model
+    from mrcnn_tf.inference.export import export_saved_model
 
     target = pathlib.Path(output)
     # Refuse before the (slow) model build, not after it.
@@ -33,4 +33,4 @@ def export(weights, logs, overrides, output, force):
     click.echo(f"Wrote SavedModel to {path}")
     click.echo("Signature 'serving_default': image uint8 [H, W, 3] -> rois int32 [N, 4] (y1, x1, y2, x2 px), "
                "class_ids int32 [N], scores float32 [N], masks bool [H, W, N]")
-    click.echo(f"Load it with tf.saved_model.load({str(path)!r}) or mrcnn_tf.export.load_exported(...)")
+    click.echo(f"Load it with tf.saved_model.load({str(path)!r}) or mrcnn_tf.inference.export.load_exported(...)")

@@ -24,7 +24,7 @@ def synth(out, per_class, mixt, seed, force):
     OUT/LISC Database/Ground Truth Segmentation/<folder>/areaforexpert1/<n>_expert.bmp (712x568 grey),
     and the truth (instances, types, boxes) in OUT/synth_manifest.json.
     """
-    from mrcnn_tf import synth as generator
+    from mrcnn_tf.wbc import synth as generator
     from mrcnn_tf.errors import DatasetError
 
     database, manifest_path = pathlib.Path(out) / generator.DATABASE, pathlib.Path(out) / generator.MANIFEST_NAME

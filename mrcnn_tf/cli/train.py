@@ -7,7 +7,7 @@
 A LISC folder trains on the train part of its deterministic split and validates on the val part; a
 COCO folder (``DIR/annotations/instances_{train,val}.json``, images in ``DIR/images/``) trains on
 ``instances_train.json`` and validates on ``instances_val.json``. ``--config NAME`` starts from a
-named preset (`mrcnn_tf.presets`: lisc, the default, demo or bccd); ``--set`` applies on top.
+named preset (`mrcnn_tf.wbc.presets`: lisc, the default, demo or bccd); ``--set`` applies on top.
 
 Stages run in order and their epochs are cumulative, as in Matterport (``heads:20,all:40`` trains
 the heads for 20 epochs, then everything for 20 more). Resuming (``--weights last`` or a checkpoint
@@ -23,7 +23,7 @@ import sys
 import click
 
 from mrcnn_tf.errors import ConfigError, MrcnnError
-from mrcnn_tf.presets import DEFAULT_PRESET, DEFAULT_SCRATCH_SCHEDULE, PRESETS, SCRATCH_SCHEDULES, scratch_schedule
+from mrcnn_tf.wbc.presets import DEFAULT_PRESET, DEFAULT_SCRATCH_SCHEDULE, PRESETS, SCRATCH_SCHEDULES, scratch_schedule
 
 STAGES = ("heads", "3+", "4+", "5+", "all")
 DEFAULT_SCHEDULE = "heads:20,all:40"  # Matterport's fine-tuning recipe (nucleus sample)
@@ -65,7 +65,7 @@ def parse_schedule(text, base_lr, later_lr_factor=1.0):
 
 def _saved_config(checkpoint):
     """The config JSON beside one of our checkpoints, or None for a foreign weight file."""
-    from mrcnn_tf.checkpoints import config_path_for
+    from mrcnn_tf.engine.checkpoints import config_path_for
     from mrcnn_tf.cli._common import _config_class_for
 
     path = config_path_for(checkpoint)
@@ -88,7 +88,7 @@ def _prepare_config(choice, overrides, preset=None):
 
     From random weights BatchNorm is switched to train (unless --set says otherwise).
     """
-    from mrcnn_tf.presets import DEFAULT_PRESET, config_class
+    from mrcnn_tf.wbc.presets import DEFAULT_PRESET, config_class
 
     preset_class = config_class(preset or DEFAULT_PRESET)  # an unknown name fails first, also when resuming
     config = _saved_config(choice.path) if choice.kind == "checkpoint" else None
@@ -116,10 +116,10 @@ def _prepare_config(choice, overrides, preset=None):
 
 def _load_start_weights(model, choice, config):
     if choice.kind == "coco":
-        from mrcnn_tf.weights import load_coco_weights
+        from mrcnn_tf.weights.matterport_h5 import load_coco_weights
         load_coco_weights(model.keras_model, config)
     elif choice.kind == "imagenet":
-        from mrcnn_tf.weights_imagenet import load_imagenet_weights
+        from mrcnn_tf.weights.imagenet import load_imagenet_weights
         load_imagenet_weights(model.keras_model, config)
     elif choice.kind in ("checkpoint", "file"):
         from mrcnn_tf.cli._common import misfit_message
@@ -140,8 +140,8 @@ def _check_class_count(dataset, config, choice, preset=None):
     """Refuse a config whose NUM_CLASSES is not the dataset's: class ids beyond it break training."""
     if dataset.num_classes == config.NUM_CLASSES:
         return
-    from mrcnn_tf.checkpoints import config_path_for
-    from mrcnn_tf.presets import DEFAULT_PRESET
+    from mrcnn_tf.engine.checkpoints import config_path_for
+    from mrcnn_tf.wbc.presets import DEFAULT_PRESET
 
     source = (f"config {config_path_for(choice.path).name}" if choice.kind == "checkpoint"
               and config_path_for(choice.path).is_file() else f"--set or the {preset or DEFAULT_PRESET} preset")
@@ -191,9 +191,9 @@ def _interrupt_on_sigterm():
 @click.option("--no-augment", is_flag=True, help="Train without augmentation.")
 def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrides, seed, no_augment):
     """Train Mask R-CNN on a LISC- or COCO-layout dataset in stages (heads, then all layers)."""
-    from mrcnn_tf import training
-    from mrcnn_tf.checkpoints import WEIGHTS_KEYWORDS, atomic_write_text, list_checkpoints, resolve_weights
-    from mrcnn_tf.weights import check_weights_file
+    from mrcnn_tf.engine import training
+    from mrcnn_tf.engine.checkpoints import WEIGHTS_KEYWORDS, atomic_write_text, list_checkpoints, resolve_weights
+    from mrcnn_tf.weights.matterport_h5 import check_weights_file
 
     choice = resolve_weights(weights, logs, accepted=WEIGHTS_KEYWORDS)
     if choice.path is not None:
@@ -255,7 +255,7 @@ def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrid
 
 def _write_colour_typer(train_dataset, run_dir, feature_set):
     """COLOUR_TYPING: fit the colour typer on the training cells' masks; evaluate and detect read it from the run."""
-    from mrcnn_tf.colour_typing import TYPER_FILE, fit_colour_typer
+    from mrcnn_tf.wbc.colour_typing import TYPER_FILE, fit_colour_typer
 
     typer = fit_colour_typer(train_dataset, feature_set=feature_set)
     typer.save(run_dir / TYPER_FILE)

@@ -1,6 +1,9 @@
 """BatchNorm that keeps the `training` value the model was built with (Matterport's TRAIN_BN)."""
 import keras
-from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
+from mrcnn_tf.backend.compat import private
+
+in_symbolic_scope = private("in_symbolic_scope")
 
 
 def _is_symbolic(args):

@@ -7,9 +7,9 @@ another name would change those keys and every earlier checkpoint would stop loa
 import keras
 from keras import layers
 
-from mrcnn_tf.ops.band_conv import band_count, bands_enabled, conv2d_in_bands
-from mrcnn_tf.ops.conv_filter_grad import (conv2d_matmul_filter_grad, gradients_recorded, policy, supports,
-                                           use_matmul_filter_grad)
+from mrcnn_tf.backend.band_conv import band_count, bands_enabled, conv2d_in_bands
+from mrcnn_tf.backend.conv_filter_grad import (conv2d_matmul_filter_grad, gradients_recorded, policy, supports,
+                                               use_matmul_filter_grad)
 
 
 @keras.saving.register_keras_serializable(package="mrcnn_tf")

@@ -71,8 +71,8 @@ def test_train_runs_the_project_command(tmp_path, capsys):
 
 
 def test_detect_runs_the_project_command_with_the_saved_checkpoint(tmp_path, capsys):
-    from mrcnn_tf import synth
-    from mrcnn_tf.checkpoints import checkpoint_name, new_run_dir, save_checkpoint
+    from mrcnn_tf.wbc import synth
+    from mrcnn_tf.engine.checkpoints import checkpoint_name, new_run_dir, save_checkpoint
     from mrcnn_tf.lisc import LiscConfig
     from mrcnn_tf.model import MaskRCNN
 

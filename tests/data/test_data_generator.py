@@ -6,7 +6,7 @@ import pytest
 from helpers_data import SmallDataConfig
 
 from mrcnn_tf import model as modellib
-from mrcnn_tf import synth
+from mrcnn_tf.wbc import synth
 from mrcnn_tf.data.pipeline import DataGenerator
 from mrcnn_tf.data.targets import build_detection_targets
 from mrcnn_tf.errors import DatasetError

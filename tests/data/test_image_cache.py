@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from helpers_data import MosaicConfig
 
-from mrcnn_tf import synth
+from mrcnn_tf.wbc import synth
 from mrcnn_tf.data.augment import bccd_augmentation
 from mrcnn_tf.data.image_cache import ResizedImageCache, cache_for
 from mrcnn_tf.data.pipeline import DataGenerator
@@ -115,7 +115,7 @@ def test_no_cache_in_crop_mode_or_at_zero_and_the_value_is_validated():
 
 
 def test_precise_bn_reads_its_batches_through_the_training_cache(folder):
-    from mrcnn_tf.training import _precise_bn_callback
+    from mrcnn_tf.engine.training import _precise_bn_callback
 
     dataset, config = counting_dataset(folder), config_with(BN_STATS_BATCHES=2)
     train_gen = DataGenerator(dataset, config, shuffle=True, augmentation=bccd_augmentation(), steps=2, seed=3)

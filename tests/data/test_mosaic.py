@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from helpers_data import MosaicConfig
 
-from mrcnn_tf import synth
+from mrcnn_tf.wbc import synth
 from mrcnn_tf.data.mosaic import compose_mosaic, content_window, crop_origin, load_mosaic_gt
 from mrcnn_tf.data.pipeline import DataGenerator
 from mrcnn_tf.data.targets import load_image_gt

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from helpers_data import SmallDataConfig
 
-from mrcnn_tf import synth
+from mrcnn_tf.wbc import synth
 from mrcnn_tf.data.augment import lisc_augmentation
 from mrcnn_tf.data.lisc_format import write_bmp
 from mrcnn_tf.data.pipeline import DataGenerator

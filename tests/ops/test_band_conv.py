@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 
 from mrcnn_tf.layers.conv2d import Conv2D
-from mrcnn_tf.ops import band_conv
-from mrcnn_tf.ops.band_conv import ConvBandsError, band_count, conv2d_in_bands
-from mrcnn_tf.ops.conv_filter_grad import conv2d_matmul_filter_grad
+from mrcnn_tf.backend import band_conv
+from mrcnn_tf.backend.band_conv import ConvBandsError, band_count, conv2d_in_bands
+from mrcnn_tf.backend.conv_filter_grad import conv2d_matmul_filter_grad
 
 
 def reference_conv(x, kernel, padding):
@@ -67,7 +67,7 @@ def test_empty_batch_and_rows_that_do_not_divide():
 
 
 def test_band_count_splits_only_large_wide_maps_on_a_cpu(monkeypatch):
-    from mrcnn_tf import runtime
+    from mrcnn_tf.backend import runtime
 
     monkeypatch.delenv(band_conv.BANDS_VARIABLE, raising=False)
     assert band_count((1, 128, 128, 256), (3, 3, 256, 256), on_gpu=False, avx512=True) == 1  # fast whole
@@ -91,7 +91,7 @@ def test_band_count_splits_only_large_wide_maps_on_a_cpu(monkeypatch):
 
 
 def test_layer_runs_large_maps_in_bands_with_keras_values(monkeypatch):
-    from mrcnn_tf import runtime
+    from mrcnn_tf.backend import runtime
 
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind: [])
     monkeypatch.setattr(runtime, "cpu_runs_avx512", lambda: False)  # an AVX2 CPU's choice, on any CPU

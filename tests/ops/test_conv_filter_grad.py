@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from mrcnn_tf.layers.conv2d import Conv2D
-from mrcnn_tf.ops import conv_filter_grad
-from mrcnn_tf.ops.conv_filter_grad import ConvFilterGradError, conv2d_matmul_filter_grad, filter_gradient
+from mrcnn_tf.backend import conv_filter_grad
+from mrcnn_tf.backend.conv_filter_grad import ConvFilterGradError, conv2d_matmul_filter_grad, filter_gradient
 
 
 def reference_filter_gradient(x, dy, kh, kw, padding):
@@ -98,7 +98,7 @@ def test_unknown_policy_is_one_line(monkeypatch):
 
 
 def test_auto_policy_uses_matmul_only_on_a_cpu_without_avx512(monkeypatch):
-    from mrcnn_tf import runtime
+    from mrcnn_tf.backend import runtime
 
     monkeypatch.setenv(conv_filter_grad.POLICY_VARIABLE, "auto")
     assert conv_filter_grad.use_matmul_filter_grad() == (not tf.config.list_logical_devices("GPU")

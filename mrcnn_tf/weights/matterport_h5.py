@@ -327,7 +327,9 @@ def _keras3_model_layout(keras_model):
     `save_weights` does (with a store that keeps the variables instead of writing them) gives the
     exact key of every variable without writing a file.
     """
-    from keras.src.saving import saving_lib
+    from mrcnn_tf.backend.compat import private
+
+    saving_lib = private("saving_lib")
 
     class _Recorder(saving_lib.H5IOStore):
         def __init__(self):  # no file behind this store
@@ -428,7 +430,7 @@ def weights_dirs():
     dirs = []
     if os.environ.get(WEIGHTS_DIR_ENV):
         dirs.append(pathlib.Path(os.environ[WEIGHTS_DIR_ENV]).expanduser())
-    dirs += [pathlib.Path.cwd() / "weights", pathlib.Path(__file__).resolve().parents[1] / "weights",
+    dirs += [pathlib.Path.cwd() / "weights", pathlib.Path(__file__).resolve().parents[2] / "weights",
              pathlib.Path.cwd()]
     unique = []
     for d in dirs:

@@ -18,7 +18,7 @@ import copy
 import numpy as np
 import tensorflow as tf
 
-from mrcnn_tf.distribute import worker_count, worker_index
+from mrcnn_tf.engine.distribute import worker_count, worker_index
 
 _ENDLESS = 2 ** 62
 

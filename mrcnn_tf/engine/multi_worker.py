@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from mrcnn_tf.distribute import COLLECTIVE_TIMEOUT_ENV, collective_timeout, is_chief, worker_addresses, \
+from mrcnn_tf.engine.distribute import COLLECTIVE_TIMEOUT_ENV, collective_timeout, is_chief, worker_addresses, \
     worker_count, worker_index
 from mrcnn_tf.errors import ConfigError, MrcnnError
 

@@ -3,7 +3,7 @@
 A preset is a `Config` subclass, registered by name as ``"module:ClassName"`` (imported only when
 chosen, so ``mrcnn-tf train --help`` stays fast). Adding one is one line in `PRESETS`::
 
-    "bccd": "mrcnn_tf.bccd:BccdConfig",
+    "bccd": "mrcnn_tf.wbc.bccd:BccdConfig",
 
 A preset may also name the schedule `mrcnn-tf train --weights none` runs when no ``--schedule`` is given
 (`SCRATCH_SCHEDULES`): a recipe defined by its amount of work, not only by its settings.
@@ -18,8 +18,8 @@ from mrcnn_tf.errors import ConfigError
 # name -> "module:ClassName" (or the class itself); the first entry is the default.
 PRESETS = {
     "lisc": "mrcnn_tf.lisc:LiscConfig",  # the full LISC recipe: ResNet-50 FPN at 512 px
-    "demo": "mrcnn_tf.demo:DemoConfig",  # CPU-sized: ResNet-18 at 256 px, BatchNorm trained from scratch
-    "bccd": "mrcnn_tf.bccd:BccdConfig",  # real smears from scratch on a CPU: ResNet-18 at 320 px, balanced types
+    "demo": "mrcnn_tf.wbc.demo:DemoConfig",  # CPU-sized: ResNet-18 at 256 px, BatchNorm trained from scratch
+    "bccd": "mrcnn_tf.wbc.bccd:BccdConfig",  # real smears from scratch on a CPU: ResNet-18 at 320 px, balanced types
 }
 DEFAULT_PRESET = "lisc"
 # `mrcnn-tf train --weights none` without --schedule: the preset's SCRATCH_SCHEDULES entry, else this.

@@ -24,6 +24,7 @@ import pathlib
 
 import numpy as np
 
+from mrcnn_tf.config import COLOUR_TYPING_FEATURE_SETS
 from mrcnn_tf.errors import MrcnnError
 
 TYPER_FILE = "colour_typer.json"  # beside the checkpoints of a run
@@ -32,7 +33,7 @@ _STATISTICS = tuple(f"{stat} {channel}" for space in (("R", "G", "B"), ("H", "S"
 FEATURE_NAMES = _STATISTICS + ("log area",)  # the "colour" set: the whole cell
 COMPARTMENT_FEATURE_NAMES = (FEATURE_NAMES + tuple(f"nucleus {name}" for name in _STATISTICS)
                              + tuple(f"cytoplasm {name}" for name in _STATISTICS) + ("nucleus share",))
-FEATURE_SETS = {"colour": FEATURE_NAMES, "colour+compartments": COMPARTMENT_FEATURE_NAMES}
+FEATURE_SETS = dict(zip(COLOUR_TYPING_FEATURE_SETS, (FEATURE_NAMES, COMPARTMENT_FEATURE_NAMES)))  # names: Config
 DEFAULT_FEATURE_SET = "colour+compartments"
 # Unit direction in CIE Lab (L*, a*, b*) along which nucleus pixels lie above cytoplasm pixels: Fisher's
 # discriminant of the nucleus and cytoplasm pixels of the 230 BCCD-WBC training cells (a Giemsa-type stain: the
@@ -258,7 +259,7 @@ class ColourTyper:
         return typer
 
     def save(self, path):
-        from mrcnn_tf.checkpoints import atomic_write_text
+        from mrcnn_tf.engine.checkpoints import atomic_write_text
 
         atomic_write_text(pathlib.Path(path), json.dumps(self.to_dict(), indent=1))
 

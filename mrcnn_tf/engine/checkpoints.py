@@ -161,25 +161,26 @@ def save_model_weights(keras_model, path):
     Keras' `saving_lib` (falling back to plain `save_weights` if that internal API moves).
     """
     optimizer = _optimizer_of(keras_model)
-    if optimizer is not None:
-        try:
-            from keras.src.saving import saving_lib
-            return saving_lib.save_weights_only(keras_model, str(path), objects_to_skip=[optimizer])
-        except (ImportError, AttributeError, TypeError):
-            pass
+    saving_lib = _saving_lib() if optimizer is not None else None
+    if saving_lib is not None:
+        return saving_lib.save_weights_only(keras_model, str(path), objects_to_skip=[optimizer])
     return keras_model.save_weights(str(path))
 
 
 def load_model_weights(keras_model, path):
     """Load a file written by `save_model_weights` into the same architecture (optimizer untouched)."""
     optimizer = _optimizer_of(keras_model)
-    if optimizer is not None:
-        try:
-            from keras.src.saving import saving_lib
-            return saving_lib.load_weights_only(keras_model, str(path), objects_to_skip=[optimizer])
-        except (ImportError, AttributeError, TypeError):
-            pass
+    saving_lib = _saving_lib() if optimizer is not None else None
+    if saving_lib is not None:
+        return saving_lib.load_weights_only(keras_model, str(path), objects_to_skip=[optimizer])
     return keras_model.load_weights(str(path))
+
+
+def _saving_lib():
+    """Keras' private saving_lib, or None (with a warning) where an upgrade moved it."""
+    from mrcnn_tf.backend.compat import private_or_none
+
+    return private_or_none("saving_lib", "checkpoints then hold the optimizer's slots too (twice the size)")
 
 
 def atomic_save_weights(keras_model, path):
@@ -238,7 +239,7 @@ def resolve_weights(spec, logs_dir, name=None, accepted=WEIGHTS_KEYWORDS):
     """Turn ``--weights coco|imagenet|last|none|PATH`` into a `WeightsChoice`.
 
     "last" finds the newest checkpoint under `logs_dir` (optionally of config NAME `name`); a PATH
-    must exist. Downloading/locating COCO or ImageNet files is `mrcnn_tf.weights`' job.
+    must exist. Downloading/locating COCO or ImageNet files is `mrcnn_tf.weights.matterport_h5`' job.
 
     Args:
         spec: the ``--weights`` value.

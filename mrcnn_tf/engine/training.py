@@ -16,12 +16,12 @@ import re
 import keras
 import numpy as np
 
-from mrcnn_tf import checkpoints, multi_worker
+from mrcnn_tf.engine import checkpoints, multi_worker
 from mrcnn_tf.errors import ConfigError, MrcnnError
-from mrcnn_tf.lr_schedule import learning_rate_for
+from mrcnn_tf.engine.lr_schedule import learning_rate_for
 # The optimizers live in their own module; `training.build_optimizer` stays their public path.
-from mrcnn_tf.optimizers import ReplicaSumClipAdam, ReplicaSumClipSGD, build_optimizer  # noqa: F401
-from mrcnn_tf.weight_average import WeightAverage
+from mrcnn_tf.engine.optimizers import ReplicaSumClipAdam, ReplicaSumClipSGD, build_optimizer  # noqa: F401
+from mrcnn_tf.engine.weight_average import WeightAverage
 
 # Matterport's layer groups (regexes matched in full against layer names).
 _HEADS = r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)"
@@ -199,7 +199,7 @@ def _checkpoint_path_function(mrcnn, log_dir):
 
 def writes_run_files(mrcnn):
     """Whether this process writes into the run folder: yes, except on a multi-worker run's non-chief."""
-    from mrcnn_tf.distribute import is_chief
+    from mrcnn_tf.engine.distribute import is_chief
 
     return is_chief(getattr(mrcnn.keras_model, "_distribute_strategy", None))
 
@@ -356,7 +356,7 @@ def _precise_bn_callback(train_dataset, config, train_gen, augmentation, no_augm
     workers hold the same statistics without communicating.
     """
     from mrcnn_tf.data.pipeline import DataGenerator
-    from mrcnn_tf.precise_bn import PreciseBatchNorm
+    from mrcnn_tf.engine.precise_bn import PreciseBatchNorm
 
     bn_batches = DataGenerator(train_dataset, config, shuffle=True, augmentation=augmentation,
                                batch_size=config.IMAGES_PER_GPU, steps=config.BN_STATS_BATCHES,
@@ -371,7 +371,7 @@ def _fit_inputs(strategy, config, train_gen, val_gen, start_epoch, workers):
     """What `fit` reads: the generators themselves on one device, else each replica's share of them."""
     if strategy is None:
         return train_gen, val_gen
-    from mrcnn_tf.distributed_input import distributed_batches
+    from mrcnn_tf.engine.distributed_input import distributed_batches
 
     return (distributed_batches(strategy, train_gen, config, config.STEPS_PER_EPOCH, start_epoch, workers),
             distributed_batches(strategy, val_gen, config, config.VALIDATION_STEPS, val_gen.epoch, workers))

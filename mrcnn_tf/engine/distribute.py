@@ -166,7 +166,7 @@ def multi_worker_strategy():
         if "program startup" not in str(exc) and "already configured" not in str(exc):
             raise
         raise ConfigError("TF_CONFIG asks for multi-worker training but TensorFlow was already running when the "
-                          "strategy was created: call mrcnn_tf.distribute.multi_worker_strategy() at the top of "
+                          "strategy was created: call mrcnn_tf.engine.distribute.multi_worker_strategy() at the top of "
                           "the script, before other TensorFlow work") from None
     _MULTI_WORKER["strategy"] = strategy
     return strategy

@@ -211,7 +211,7 @@ class _RetypedReplay:
         self.calls, self.typer, self.config = iter(calls), typer, config
 
     def detect(self, images, verbose=0):
-        from mrcnn_tf.colour_typing import retype
+        from mrcnn_tf.wbc.colour_typing import retype
 
         recorded_images, results = next(self.calls)
         if len(images) != len(recorded_images):  # evaluate_dataset batches the same images the same way each pass
@@ -315,8 +315,8 @@ def run_demo(output, epochs=DEMO_EPOCHS, per_class=60, mixt=20, heldout_per_clas
         dict of the final metrics and the paths written.
     """
     from mrcnn_tf.evaluation.evaluate import evaluate_dataset, format_report
-    from mrcnn_tf.synth import write_lisc
-    from mrcnn_tf.training import CSV_LOG_NAME
+    from mrcnn_tf.wbc.synth import write_lisc
+    from mrcnn_tf.engine.training import CSV_LOG_NAME
 
     started = time.perf_counter()
     output = pathlib.Path(output)
@@ -360,7 +360,7 @@ def run_demo(output, epochs=DEMO_EPOCHS, per_class=60, mixt=20, heldout_per_clas
     echo(format_report(metrics))
 
     echo("[4/4] detecting cells in the held-out images")
-    from mrcnn_tf.detect_folder import run_detect
+    from mrcnn_tf.inference.detect_folder import run_detect
 
     inputs = [pathlib.Path(heldout.image_info[i]["path"]) for i in heldout.image_ids]
     detections_dir = output / "detections"

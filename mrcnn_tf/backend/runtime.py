@@ -77,9 +77,9 @@ def cpu_runs_avx512(flags=None, environ=None):
 
 def onednn_enabled():
     """Whether this process's TensorFlow runs its oneDNN kernels (imports TensorFlow)."""
-    from tensorflow.python.util import _pywrap_util_port
+    from mrcnn_tf.backend.compat import private
 
-    return bool(_pywrap_util_port.IsMklEnabled())
+    return bool(private("is_onednn_enabled")())
 
 
 def onednn_advice(enabled, user_value, tensorflow_first):

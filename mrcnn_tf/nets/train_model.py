@@ -21,9 +21,9 @@ Clipping belongs in the optimizer rather than here because it must see unscaled 
 import keras
 import tensorflow as tf
 
-from mrcnn_tf import losses as L
+from mrcnn_tf.nets import losses as L
 from mrcnn_tf.config import LOSS_NAMES
-from mrcnn_tf.distribute import worker_count
+from mrcnn_tf.engine.distribute import worker_count
 from mrcnn_tf.errors import ConfigError
 
 # Graph-contract order of the training inputs (Matterport's order).

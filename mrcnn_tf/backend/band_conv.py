@@ -14,9 +14,9 @@ import os
 
 import tensorflow as tf
 
-from mrcnn_tf import runtime
+from mrcnn_tf.backend import runtime
 from mrcnn_tf.errors import MrcnnError
-from mrcnn_tf.ops.conv_filter_grad import _same_padding
+from mrcnn_tf.backend.conv_filter_grad import _same_padding
 
 # MRCNN_TF_CONV_BANDS: "auto" (bands where `band_count` says they pay) or "off" (every convolution whole).
 BANDS_VARIABLE = "MRCNN_TF_CONV_BANDS"

@@ -20,7 +20,7 @@ import os
 
 import tensorflow as tf
 
-from mrcnn_tf import runtime
+from mrcnn_tf.backend import compat, runtime
 from mrcnn_tf.errors import MrcnnError
 
 # MRCNN_TF_CONV_FILTER_GRAD: "auto" (matrix products on a CPU without AVX-512), "matmul" or "native".
@@ -74,11 +74,9 @@ def gradients_recorded():
     """Whether a GradientTape is recording now (a training step traces under one). Without one (detect,
     predict, PreciseBN's passes) no kernel gradient is needed, and the plain convolution keeps TensorFlow's
     conv + bias + relu fusion, which the custom-gradient wrapper would break up."""
-    try:
-        from tensorflow.python.eager import record
-    except ImportError:  # a TensorFlow without this module: assume a tape, the path stays correct either way
-        return True
-    return bool(record.could_possibly_record())
+    could_possibly_record = compat.private_or_none(
+        "could_possibly_record", "every stride-1 convolution takes the matmul kernel gradient (same values)")
+    return True if could_possibly_record is None else bool(could_possibly_record())
 
 
 def supports(kernel_size, strides, dilation_rate, data_format, groups=1):

@@ -1,13 +1,13 @@
 """Detection over a folder of images, written as it goes: the core of `mrcnn-tf detect` and of the demo.
 
-    from mrcnn_tf.detect_folder import class_names_for, list_images, run_detect
+    from mrcnn_tf.inference.detect_folder import class_names_for, list_images, run_detect
     summary = run_detect(model, list_images("smears/"), "results/", class_names_for(model.config))
 
 Images go through `MaskRCNN.detect` in batches of `model.config.BATCH_SIZE`. A reader thread loads the
 next batches while the model runs, and a writer thread writes the previous batch's overlays, journal
 lines and count rows, so neither disk nor PNG encoding waits for the model, nor the model for them.
 Everything a finished batch produced is on disk before its progress is reported; `resume=True` skips
-the images the journal (detections.jsonl, see `mrcnn_tf.detect_results`) already holds, so a run stopped
+the images the journal (detections.jsonl, see `mrcnn_tf.inference.detect_results`) already holds, so a run stopped
 in any way, kill -9 included, ends with the same files as one that never stopped.
 """
 import collections
@@ -15,8 +15,8 @@ import concurrent.futures
 import pathlib
 import time
 
-from mrcnn_tf.detect_results import (JOURNAL_NAME, CountsWriter, DetectJournal, assemble, existing_results,
-                                     input_key, overlay_name, plan_names, run_header, write_counts)
+from mrcnn_tf.inference.detect_results import (JOURNAL_NAME, CountsWriter, DetectJournal, assemble, existing_results,
+                                               input_key, overlay_name, plan_names, run_header, write_counts)
 from mrcnn_tf.errors import MrcnnError
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "class_names_for", "run_detect", "write_counts", "existing_results",

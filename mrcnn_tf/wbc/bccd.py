@@ -59,5 +59,5 @@ class BccdConfig(LiscConfig):
     AUGMENTATION = "bccd"  # flips, turns, brightness, contrast, focus; no tint: it hides Eosinophils (data/augment.py)
     # Types from the colour of the nucleus and the cytoplasm inside each predicted mask, fitted on the training cells
     # after training: typing of the validation cells 0.67-0.82 by the class head -> 0.900-0.917 (two runs, mAP50
-    # 0.895-0.912; whole-cell colour alone 0.867; mrcnn_tf/colour_typing.py, bench/RESULTS.md).
+    # 0.895-0.912; whole-cell colour alone 0.867; mrcnn_tf/wbc/colour_typing.py, bench/RESULTS.md).
     COLOUR_TYPING = True

@@ -24,8 +24,8 @@ import pathlib
 import numpy as np
 
 from mrcnn_tf.errors import WeightsError
-from mrcnn_tf.weights import (assign, check_file, download_file, keras2_groups, legacy_weights, load_weights,
-                              plan_arrays, read_plan, weights_dirs, _open_h5)
+from mrcnn_tf.weights.matterport_h5 import (assign, check_file, download_file, keras2_groups, legacy_weights,
+                                            load_weights, plan_arrays, read_plan, weights_dirs, _open_h5)
 
 KERAS_APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 # File name and md5 of the no-top h5 files, as keras.applications' resnet.py lists them.

@@ -1,0 +1,1 @@
+"""The CPU backend: process settings and opt-in convolution kernels, chosen once per process."""

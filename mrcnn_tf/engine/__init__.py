@@ -1,0 +1,1 @@
+"""The training engine: the driver, schedules, callbacks, checkpoints, PreciseBN, weight averaging, distribution."""
