@@ -1,0 +1,1 @@
+"""The white-cell application: typing, morphometry, dataset presets, synthetic smears, the demo."""
