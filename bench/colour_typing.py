@@ -29,7 +29,7 @@ def main(argv=None):
     parser.add_argument("--feature-set", default=None, help="colour or colour+compartments (default: the package's)")
     args = parser.parse_args(argv)
 
-    from mrcnn_tf.cli._common import load_inference_model
+    from mrcnn_tf.wbc.runs import load_inference_model
     from mrcnn_tf.wbc.colour_typing import DEFAULT_FEATURE_SET, L2_CHOICES, fit_colour_typer, retype
     from mrcnn_tf.evaluation.classification import TypingScore, format_confusion
 

@@ -10,7 +10,7 @@ POST_NMS_ROIS_INFERENCE=1000, DETECTION_MIN_CONFIDENCE=0, DETECTION_MAX_INSTANCE
 random weights (the cost does not depend on the weights; COCO weights are not available offline).
 
 Timed variants (median of --runs after two warm-up calls):
-  graph   MaskRCNN._predict, the tf.function detect() uses (one trace for every image size)
+  graph   MaskRCNN.predict_molded, the tf.function detect() uses (one trace for every image size)
   detect  MaskRCNN.detect([image]): molding + graph + unmolding 100 full-size masks
   eager   keras_model(inputs) op by op, without tf.function
   xla     the graph under tf.function(jit_compile=True) (--xla; reports the error when XLA cannot)
@@ -171,8 +171,8 @@ def run(args):
     inputs = [tf.constant(molded, tf.float32), tf.constant(metas, tf.float32), tf.constant(anchors, tf.float32)]
     results = {}
 
-    results["graph"] = timed(lambda: mrcnn._predict(molded, metas, anchors), args.runs)
-    traces = mrcnn._predict_fn.experimental_get_tracing_count()
+    results["graph"] = timed(lambda: mrcnn.predict_molded(molded, metas, anchors), args.runs)
+    traces = mrcnn.trace_count()
     detections = mrcnn.detect([image])[0]
     results["detect"] = timed(lambda: mrcnn.detect([image]), args.runs)
     rss_peak_infer = peak_rss_mb()

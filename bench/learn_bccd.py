@@ -69,10 +69,11 @@ def main(argv=None):
     parser.add_argument("--out", default="bench/out/bccd")
     args = parser.parse_args(argv)
 
-    from mrcnn_tf.wbc.colour_typing import TYPER_FILE, fit_colour_typer
-    from mrcnn_tf.wbc.demo import save_curve, train_datasets
-    from mrcnn_tf.cli.train import parse_schedule
+    from mrcnn_tf.engine.checkpoints import resolve_weights
+    from mrcnn_tf.engine.driver import parse_schedule
+    from mrcnn_tf.wbc.demo import save_curve
     from mrcnn_tf.wbc.presets import make_config, scratch_schedule
+    from mrcnn_tf.wbc.training_run import train_run
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,12 +85,13 @@ def main(argv=None):
     print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; config {args.config} {args.overrides or ''}; "
           f"{train_set.num_images} training / {val_set.num_images} validation fields")
     started = time.time()
-    typer = fit_colour_typer(train_set, feature_set=config.COLOUR_TYPING_FEATURES) if config.COLOUR_TYPING else None
-    mrcnn, scorer = train_datasets(config, train_set, val_set, out / "logs", args.epochs, args.every, seed=args.seed,
-                                   augment=not args.no_augment, init_weights=args.init, typer=typer)
-    if typer is not None:  # beside the checkpoints, as `mrcnn-tf train` writes it: `mrcnn-tf evaluate` types with it
-        typer.save(pathlib.Path(mrcnn.log_dir) / TYPER_FILE)
-    curve = scorer.curve
+    # The driver fits the colour typer (COLOUR_TYPING) before training and saves it beside the checkpoints, as
+    # `mrcnn-tf train` does: `mrcnn-tf evaluate --weights` on them types the cells the same way.
+    run = train_run(config, train_set, val_set, out / "logs", [("all", args.epochs, config.LEARNING_RATE)],
+                    choice=resolve_weights(args.init, out) if args.init else None, fresh_run=bool(args.init),
+                    seed=args.seed, augment=not args.no_augment, score_every=args.every,
+                    run_info={"dataset": str(args.data), "command": "bench/learn_bccd.py"})
+    typer, curve = run.typer, run.scorer.curve
     save_curve(curve, out / "curve.json")
     types = [name for name in train_set.class_names[1:]]
     print("\n| epoch | steps | training minutes (here) | mask mAP50 | COCO segm AP | typing accuracy | "

@@ -31,7 +31,8 @@ def main(argv=None):
     parser.add_argument("--out", default="bench/out/learn")
     args = parser.parse_args(argv)
 
-    from mrcnn_tf.wbc.demo import DemoConfig, save_curve, train_epochs
+    from mrcnn_tf.wbc.demo import DemoConfig, load_subset, save_curve
+    from mrcnn_tf.wbc.training_run import train_run
     from mrcnn_tf.wbc.synth import write_lisc
 
     out = pathlib.Path(args.out)
@@ -44,9 +45,10 @@ def main(argv=None):
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load average {os.getloadavg()[0]:.1f}; config {type(config).__name__} {args.overrides or ''}")
     started = time.time()
-    _, scorer = train_epochs(config, train_dir, val_dir, out / "logs", args.epochs, args.every, seed=args.seed,
-                             augment=not args.no_augment)
-    curve = scorer.curve
+    run = train_run(config, load_subset(train_dir), load_subset(val_dir), out / "logs",
+                    [("all", args.epochs, config.LEARNING_RATE)], seed=args.seed, augment=not args.no_augment,
+                    score_every=args.every)
+    curve = run.scorer.curve
     save_curve(curve, out / "curve.json")
     print("\n| epoch | steps | training minutes (here) | held-out mask mAP50 | COCO segm AP | typing accuracy | loss |")
     print("|---|---|---|---|---|---|---|")

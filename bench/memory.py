@@ -48,7 +48,7 @@ def run(args):
     calls = np.array([c for c, _ in samples], float)
     values = np.array([v for _, v in samples], float)
     slope = float(np.polyfit(calls, values, 1)[0]) if len(samples) > 1 else 0.0
-    traces = mrcnn._predict_fn.experimental_get_tracing_count()
+    traces = mrcnn.trace_count()
     print(f"SUMMARY memory {datetime.date.today()} threads={args.threads} size={args.size}: {args.calls} detect calls, "
           f"RSS {start:.0f} -> {end:.0f} MiB after warm-up ({end - start:+.0f} MiB, slope {slope * 1024:+.1f} KiB/call), "
           f"peak RSS {peak_rss_mb():.0f} MiB, traces {traces}, load {load():.1f}")

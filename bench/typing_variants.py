@@ -3,7 +3,7 @@
     python bench/typing_variants.py                  # feature variants, repeated CV + validation cells
     python bench/typing_variants.py --cnn 64 96 128  # also a small CNN on cell crops of these sizes
 
-Every variant is a 5-type softmax regression (the package's own `colour_typing._fit_weights`) on features of the
+Every variant is a 5-type softmax regression (the package's own `colour_typing.fit_softmax_weights`) on features of the
 hand-drawn masks of BCCD-WBC's 230 training cells, scored two ways: repeated 5-fold cross-validation on the
 training cells (--repeats seeds, each L2 of --l2; mean and spread over the seeds of the best L2), then fitted on all
 training cells with that L2 and applied to the 60 validation cells' hand-drawn masks. Variants: the packaged
@@ -46,9 +46,9 @@ class Cell:
 
         self.class_id, self.image, self.mask, self.direction = int(class_id), image, mask, direction
         pixels = ct.cell_pixels(image, mask)
-        self.lab = ct._pixel_spaces(pixels)[2]
+        self.lab = ct.pixel_spaces(pixels)[2]
         self.nucleus = ct.nucleus_pixels(self.lab, direction)  # the packaged typer's split
-        self.base = ct._compartment_features(pixels, direction)  # the packaged typer's 56
+        self.base = ct.pixel_compartment_features(pixels, direction)  # the packaged typer's 56
         self.field_lab = np.median(color.rgb2lab(image[::4, ::4]).reshape(-1, 3), 0)
 
     def crop(self, margin=8):
@@ -82,7 +82,7 @@ def features(cell, variant):
         return np.append(base, [part.mean(0) - cell.field_lab for part in parts])
     if variant == "eroded":
         eroded = ndimage.binary_erosion(cell.mask, iterations=2)
-        return ct._compartment_features(ct.cell_pixels(cell.image, eroded if eroded.any() else cell.mask),
+        return ct.pixel_compartment_features(ct.cell_pixels(cell.image, eroded if eroded.any() else cell.mask),
                                         cell.direction)
     if variant == "texture":
         crop, mask = cell.crop()
@@ -101,7 +101,7 @@ def features(cell, variant):
 
 def repeated_cv(x, labels, l2_values, repeats):
     """{l2: [accuracy of each repeat]} of 5-fold CV, the folds seeded by the repeat."""
-    from mrcnn_tf.wbc.colour_typing import _fit_weights
+    from mrcnn_tf.wbc.colour_typing import fit_softmax_weights
 
     z = (x - x.mean(0)) / (x.std(0) + 1e-9)  # the package standardises on all training cells the same way
     results = {}
@@ -112,18 +112,18 @@ def repeated_cv(x, labels, l2_values, repeats):
             correct = 0
             for fold in range(5):
                 train, held = fold_of != fold, fold_of == fold
-                weights, bias = _fit_weights(z[train], labels[train], 5, l2, steps=2000)
+                weights, bias = fit_softmax_weights(z[train], labels[train], 5, l2, steps=2000)
                 correct += int(((z[held] @ weights + bias).argmax(1) == labels[held]).sum())
             results[l2].append(correct / len(labels))
     return results
 
 
 def fit_and_apply(x_train, labels, x_val, l2):
-    from mrcnn_tf.wbc.colour_typing import _fit_weights, _softmax
+    from mrcnn_tf.wbc.colour_typing import fit_softmax_weights, softmax
 
     mean, scale = x_train.mean(0), x_train.std(0) + 1e-9
-    weights, bias = _fit_weights((x_train - mean) / scale, labels, 5, l2, steps=2000)
-    return _softmax((x_val - mean) / scale @ weights + bias)
+    weights, bias = fit_softmax_weights((x_train - mean) / scale, labels, 5, l2, steps=2000)
+    return softmax((x_val - mean) / scale @ weights + bias)
 
 
 def cnn_probabilities(train_cells, val_cells, size, epochs, seed):

@@ -19,7 +19,8 @@ import numpy as np
 from mrcnn_tf.errors import ConfigError
 
 # Attributes computed from the others; never read from JSON or --set.
-DERIVED = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
+# CPU_KERNELS: the backend's kernel choices when a model was built from this config (`backend.plan`), a record.
+DERIVED = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE", "CPU_KERNELS")
 RESIZE_MODES = ("none", "square", "pad64", "crop")
 BACKBONES = ("resnet50", "resnet101", "resnet18", "resnet34")  # the last two: mrcnn_tf additions (CPU)
 # Attributes whose type validate() checks itself (they mix types: None, bool, str, int, float).
@@ -128,6 +129,8 @@ class Config:
     RPN_CONV_CHANNELS = 512
     MASK_HEAD_CHANNELS = 256
     XLA = False  # XLA auto-clustering during `train` (whole-graph jit_compile fails on NMS; see bench/RESULTS.md)
+    # Set by MaskRCNN when it builds (the CPU backend's choices there); saved in the JSON, never read back.
+    CPU_KERNELS = None
 
     def __init__(self):
         self.refresh()
@@ -349,6 +352,9 @@ class Config:
                 raise ConfigError(f"--set {pair!r}: write KEY=VALUE, e.g. --set IMAGES_PER_GPU=1")
             name, text = (part.strip() for part in pair.split("=", 1))
             name = name.upper()
+            if name == "CPU_KERNELS":
+                raise ConfigError("--set CPU_KERNELS: a record of the backend's choices; choose them with "
+                                  "MRCNN_TF_CONV_FILTER_GRAD=auto|matmul|native and MRCNN_TF_CONV_BANDS=auto|off")
             if name in DERIVED:
                 raise ConfigError(f"--set {name}: derived from other settings; set "
                                   "IMAGES_PER_GPU/GPU_COUNT, IMAGE_MAX_DIM/IMAGE_MIN_DIM or NUM_CLASSES instead")

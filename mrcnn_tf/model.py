@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mrcnn_tf.backend.plan import kernel_plan
 from mrcnn_tf.engine.distribute import precision_policy, strategy_scope
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.nets.graph import build_inference_graph, build_training_graph, image_input_shape
@@ -159,6 +160,7 @@ class MaskRCNN:
         self._log_dir_is_ours = False  # True once resumed from, or trained into, by this object
         self.set_log_dir()
         self.keras_model = self.build(mode=mode, config=config)
+        config.CPU_KERNELS = kernel_plan()  # saved with every checkpoint's config: which kernels this run used
 
     # ------------------------------------------------------------------ building
     def build(self, mode, config):
@@ -289,8 +291,10 @@ class MaskRCNN:
             full_masks[:, :, i] = unmold_mask(masks[i], boxes[i], original_image_shape)
         return boxes.astype(np.int32), class_ids, scores, full_masks
 
-    def _predict(self, molded_images, image_metas, anchors):
-        """Run the inference model on one batch through a tf.function traced once for all shapes."""
+    def predict_molded(self, molded_images, image_metas, anchors):
+        """The inference graph's raw outputs for one molded batch (Matterport's output order: detections,
+        mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois, rpn_class, rpn_bbox), through a tf.function traced once
+        for all shapes (`trace_count` says how often it was)."""
         if self._predict_fn is None:
             model = self.keras_model
 
@@ -322,7 +326,7 @@ class MaskRCNN:
         for start in range(0, len(molded_images), step):
             images = molded_images[start:start + step]
             batch_anchors = np.broadcast_to(anchors, (len(images),) + anchors.shape)
-            detections, _, _, mrcnn_mask, _, _, _ = self._predict(images, image_metas[start:start + step],
+            detections, _, _, mrcnn_mask, _, _, _ = self.predict_molded(images, image_metas[start:start + step],
                                                                   batch_anchors)
             for j in range(len(images)):
                 rois, class_ids, scores, masks = self.unmold_detections(
@@ -362,6 +366,12 @@ class MaskRCNN:
             for i, result in zip(indices, outs):
                 results[i] = result
         return results
+
+    _predict = predict_molded  # the name of earlier releases
+
+    def trace_count(self):
+        """How many times `predict_molded`'s graph was traced (1 after any number of `detect` calls)."""
+        return 0 if self._predict_fn is None else int(self._predict_fn.experimental_get_tracing_count())
 
     def detect_molded(self, molded_images, image_metas, verbose=0):
         """Detect on images already molded (and of one shape); windows and sizes come from the metas.

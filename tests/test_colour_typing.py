@@ -247,12 +247,15 @@ def test_config_wants_a_bool_and_a_known_feature_set():
     assert tiny_config().COLOUR_TYPING_FEATURES == DEFAULT_FEATURE_SET
 
 
-def test_train_writes_the_typer_of_the_configs_feature_set(tmp_path, capsys):
-    from mrcnn_tf.cli.train import _write_colour_typer
+def test_train_writes_the_typer_of_the_configs_feature_set(tmp_path):
+    from mrcnn_tf.wbc.training_run import fit_typer
 
-    _write_colour_typer(NucleusDiscDataset(), tmp_path, "colour")
+    lines = []
+    fit_typer(NucleusDiscDataset(), tiny_config(COLOUR_TYPING=True, COLOUR_TYPING_FEATURES="colour"),
+              echo=lines.append).save(tmp_path / TYPER_FILE)
     assert ColourTyper.load(tmp_path / TYPER_FILE).feature_set == "colour"
-    assert "colour features" in capsys.readouterr().out
+    assert "colour features" in lines[0]
+    assert fit_typer(NucleusDiscDataset(), tiny_config(COLOUR_TYPING=False)) is None
 
 
 class NucleusDiscDataset(DiscDataset):

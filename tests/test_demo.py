@@ -7,7 +7,8 @@ import pytest
 from helpers_model import tiny_config
 from mrcnn_tf import model as modellib
 from mrcnn_tf.cli import main
-from mrcnn_tf.wbc.demo import DemoConfig, HeldOutEvaluation, copy_weights, run_demo
+from mrcnn_tf.wbc.demo import DemoConfig, run_synthetic_demo
+from mrcnn_tf.wbc.held_out import HeldOutEvaluation, copy_weights
 
 
 def test_copy_weights_training_to_inference(tmp_path):
@@ -36,7 +37,7 @@ def test_run_demo_writes_every_artefact(tmp_path):
                          IMAGES_PER_GPU=2, TRAIN_BN=None, BN_STATS_BATCHES=1, STEPS_PER_EPOCH=1, VALIDATION_STEPS=1,
                          MEAN_PIXEL=np.array([220.7, 191.2, 193.0]), DETECTION_MIN_CONFIDENCE=0.0)
     lines = []
-    result = run_demo(tmp_path / "demo", epochs=2, per_class=1, mixt=1, heldout_per_class=1, heldout_mixt=0,
+    result = run_synthetic_demo(tmp_path / "demo", epochs=2, per_class=1, mixt=1, heldout_per_class=1, heldout_mixt=0,
                       score_every=2, config=config, echo=lines.append)
     out = tmp_path / "demo"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -44,7 +45,8 @@ def test_run_demo_writes_every_artefact(tmp_path):
     curve = json.loads((out / "learning_curve.json").read_text())
     # Defined by work: exactly the requested epochs, scored at the fixed epochs, with the steps they took.
     assert [(p["epoch"], p["steps"]) for p in curve] == [(2, 2)] and "mAP50" in curve[-1]
-    assert any(line.startswith("  epoch 1 took ") and "remaining 1 epochs" in line for line in lines)
+    assert any(line.startswith("epoch 1/2: loss ") and "min left" in line for line in lines)
+    assert metrics["dataset"] == "synthetic-lisc"
     assert (out / "loss_curve.png").stat().st_size > 1000
     # Held-out files are all named 1.bmp in five folders: each overlay and count row carries its folder.
     assert sorted(p.name for p in (out / "detections").glob("*_overlay.png")) == [
@@ -70,8 +72,10 @@ def test_demo_refuses_a_used_output_folder(tmp_path, capsys):
     assert (tmp_path / "old" / "keep.txt").read_text() == "mine"
 
 
-def test_train_datasets_starts_from_given_weights_in_a_new_run(tmp_path, monkeypatch):
-    from mrcnn_tf.wbc import demo
+def test_train_run_starts_from_given_weights_in_a_new_run(tmp_path, monkeypatch):
+    from mrcnn_tf.engine import training
+    from mrcnn_tf.engine.checkpoints import resolve_weights
+    from mrcnn_tf.wbc.training_run import train_run
 
     config = tiny_config(BACKBONE="resnet18", NUM_CLASSES=6)
     source = modellib.MaskRCNN("training", config, str(tmp_path / "old"))
@@ -83,9 +87,10 @@ def test_train_datasets_starts_from_given_weights_in_a_new_run(tmp_path, monkeyp
     def fake_train(self, train_set, val_set, learning_rate, epochs, layers, **kwargs):
         seen.update(epoch=self.epoch, log_dir=self.log_dir, weights=self.keras_model.get_layer("conv1").get_weights())
 
-    monkeypatch.setattr(modellib.MaskRCNN, "train", fake_train)
+    monkeypatch.setattr(training, "train", fake_train)
     lines = []
-    demo.train_datasets(config, None, None, tmp_path / "new", epochs=1, init_weights=start, echo=lines.append)
+    train_run(config, None, None, tmp_path / "new", [("all", 1, 0.001)], choice=resolve_weights(str(start), tmp_path),
+              fresh_run=True, echo=lines.append)
     # The start weights, but a run of its own from epoch 0 (not a resume of the old folder at epoch 7).
     assert seen["epoch"] == 0 and str(tmp_path / "new") in seen["log_dir"]
     for a, b in zip(seen["weights"], source.keras_model.get_layer("conv1").get_weights()):
@@ -109,8 +114,8 @@ def test_time_estimate_leaves_out_the_traced_first_step():
 def test_each_point_is_scored_again_with_the_colour_typer_on_the_same_detections(monkeypatch):
     from types import SimpleNamespace
 
-    from mrcnn_tf.wbc import demo
     from mrcnn_tf.evaluation import evaluate as evaluate_module
+    from mrcnn_tf.wbc import held_out
 
     images = [np.full((8, 8, 3), value, np.uint8) for value in (10, 200, 30)]
     masks = np.zeros((8, 8, 1), bool)
@@ -139,7 +144,7 @@ def test_each_point_is_scored_again_with_the_colour_typer_on_the_same_detections
                 "per_class": {"Eosinophil": 1.0 if typed else 0.0}, "confusion_matrix": {"typed": typed}}
 
     monkeypatch.setattr(evaluate_module, "evaluate_dataset", fake_evaluate)
-    monkeypatch.setattr(demo, "copy_weights", lambda source, target: 0)
+    monkeypatch.setattr(held_out, "copy_weights", lambda source, target: 0)
     lines = []
     inference = SimpleNamespace(keras_model=None, config=SimpleNamespace(BATCH_SIZE=2), detect=detect)
     scorer = SimpleNamespace(mrcnn=SimpleNamespace(keras_model=None, config=SimpleNamespace(STEPS_PER_EPOCH=10)),
@@ -158,7 +163,7 @@ def test_each_point_is_scored_again_with_the_colour_typer_on_the_same_detections
 
 
 def test_a_replay_refuses_a_batch_it_did_not_record():
-    from mrcnn_tf.wbc.demo import _RetypedReplay
+    from mrcnn_tf.wbc.held_out import _RetypedReplay
 
     replay = _RetypedReplay([([np.zeros((4, 4, 3), np.uint8)], [{}])], typer=None, config=None)
     with pytest.raises(RuntimeError, match="2 images where 1 were recorded"):

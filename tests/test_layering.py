@@ -13,6 +13,7 @@ package's source files with `ast`, so imports inside functions count too.
 """
 import ast
 import pathlib
+import re
 
 import mrcnn_tf
 
@@ -133,3 +134,14 @@ def test_at_most_fifteen_modules_at_the_top_level():
     assert len(top) <= MAX_TOP_LEVEL_MODULES, top
     for face in ("config.py", "model.py", "utils.py", "visualize.py", "lisc.py", "coco.py"):
         assert face in top  # Matterport's import paths
+
+
+def test_benchmarks_use_the_public_library_only():
+    """bench/ scripts import neither the CLI nor a private name, and reach no private attribute: they measure what
+    a user can call (a benchmark on a private path measures a path nobody runs)."""
+    bench = PACKAGE.parent / "bench"
+    private_import = re.compile(r"^\s*from mrcnn_tf[\w.]* import .*\b_[a-z]\w*|^\s*(from|import) mrcnn_tf\.cli\b", re.M)
+    private_attribute = re.compile(r"\w\._[a-z]\w*")
+    offenders = {p.name: [m.group(0) for m in (*private_import.finditer(text), *private_attribute.finditer(text))]
+                 for p in sorted(bench.glob("*.py")) for text in [p.read_text(encoding="utf-8")]}
+    assert len(offenders) >= 10 and {name: found for name, found in offenders.items() if found} == {}

@@ -1,18 +1,15 @@
-"""Helpers shared by the evaluate, detect and export commands.
+"""Click options shared by the evaluate, detect and export commands, and the library helpers they call.
 
-`--weights last|PATH --logs DIR` becomes an inference `MaskRCNN` whose config is the JSON saved
-beside the checkpoint (falling back to `LiscConfig` defaults for foreign weight files), adjusted
-to one image per batch and by ``--set KEY=VALUE`` overrides. `load_dataset` reads ``--dataset DIR``
-(COCO or LISC layout) for train and evaluate.
+`--weights last|PATH --logs DIR` becomes an inference `MaskRCNN` whose config is the JSON saved beside the
+checkpoint (`mrcnn_tf.wbc.runs`); `load_dataset` reads ``--dataset DIR`` (COCO or LISC layout).
 """
-import json
-import pathlib
-
 import click
 
-from mrcnn_tf.errors import ConfigError, MrcnnError
-
-IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+from mrcnn_tf.inference.detect_folder import IMAGE_EXTENSIONS, class_names_for, list_images  # noqa: F401
+from mrcnn_tf.wbc.runs import (LISC_SUBSETS, load_config, load_dataset, misfit_message,  # noqa: F401
+                               resolve_checkpoint)
+from mrcnn_tf.wbc.runs import config_class_for as _config_class_for  # noqa: F401
+from mrcnn_tf.wbc.runs import load_inference_model as _load_inference_model
 
 
 def weights_options(function):
@@ -27,162 +24,6 @@ def weights_options(function):
     return function
 
 
-def _config_class_for(values):
-    """`LiscConfig`, or a subclass that also knows the keys of a config saved by a custom subclass."""
-    from mrcnn_tf.config import DERIVED
-    from mrcnn_tf.lisc import LiscConfig
-
-    extra = {k: v for k, v in values.items() if k not in DERIVED and not hasattr(LiscConfig, k) and k.isupper()}
-    return type("SavedConfig", (LiscConfig,), extra) if extra else LiscConfig
-
-
-def load_config(checkpoint, overrides=()):
-    """The config saved beside `checkpoint`, set up for inference (one image per batch) + overrides.
-
-    Args:
-        checkpoint: weight file path.
-        overrides: ``["KEY=VALUE", ...]`` from ``--set``.
-
-    Returns:
-        a validated Config.
-    """
-    from mrcnn_tf.engine.checkpoints import config_path_for
-    from mrcnn_tf.lisc import LiscConfig
-
-    path = config_path_for(checkpoint)
-    if path.is_file():
-        try:
-            values = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not a JSON config ({exc}); re-create it or remove it") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: a config JSON must hold an object of KEY: value pairs")
-        config = _config_class_for(values).load_json(path)
-    else:
-        click.echo(f"Note: no config beside {checkpoint} ({path.name}); using LiscConfig defaults "
-                   "(change them with --set KEY=VALUE)", err=True)
-        config = LiscConfig()
-    # Detection runs one image at a time on one device.
-    config.GPU_COUNT = 1
-    config.IMAGES_PER_GPU = 1
-    config.refresh()
-    return config.apply_overrides(list(overrides))
-
-
-LISC_SUBSETS = ("train", "val", "all")
-
-
-def load_dataset(dataset_dir, subset):
-    """The prepared dataset of ``--dataset DIR`` and ``--subset NAME``, COCO or LISC by the folder's layout.
-
-    A COCO layout (``DIR/annotations/``, ``DIR/images/``) loads ``annotations/instances_<subset>.json``
-    into a `CocoDataset`, any NAME allowed; anything else is read by `LiscDataset` (LISC or WBC layout),
-    whose subsets are the deterministic split's train, val and all. An empty LISC subset is left to
-    the command to report (the fix depends on it); an empty COCO one is an error here.
-
-    Raises:
-        DatasetError: bad folder, subset or file (one line naming it).
-    """
-    from mrcnn_tf.coco import CocoDataset, is_coco_layout
-    from mrcnn_tf.errors import DatasetError
-    from mrcnn_tf.lisc import LiscDataset, find_layout
-
-    if is_coco_layout(dataset_dir):
-        dataset = CocoDataset()
-        dataset.load_coco(dataset_dir, subset)
-        dataset.prepare()
-        if dataset.num_images == 0:
-            raise DatasetError(f"{pathlib.Path(dataset_dir) / 'annotations' / f'instances_{subset}.json'}: no image "
-                               "with an annotation; add annotations (or images) to this subset")
-        return dataset
-    if subset not in LISC_SUBSETS:
-        find_layout(dataset_dir)  # a missing or unknown folder is the first thing to fix
-        raise DatasetError(f"--subset {subset}: a LISC-layout folder ({dataset_dir}) has the subsets "
-                           f"{', '.join(LISC_SUBSETS)}; named subsets need a COCO layout "
-                           "(DIR/annotations/instances_<NAME>.json, DIR/images/)")
-    dataset = LiscDataset()
-    dataset.load_lisc(dataset_dir, subset)
-    dataset.prepare()
-    return dataset
-
-
-def resolve_checkpoint(weights, logs):
-    """The weight file named by ``--weights last|PATH`` (coco, imagenet and none are refused)."""
-    from mrcnn_tf.engine.checkpoints import resolve_weights
-
-    return pathlib.Path(resolve_weights(weights, logs, accepted=("last",)).path)
-
-
 def load_inference_model(weights, logs, overrides=(), colour_typing=True):
-    """An inference `MaskRCNN` with the checkpoint's weights and config.
-
-    With `colour_typing`, COLOUR_TYPING on and the run's colour typer beside the checkpoint, the model's
-    `detect` takes the types from it (`colour_typing.typed_model`).
-
-    Returns:
-        (model, checkpoint path).
-    """
-    from mrcnn_tf.errors import WeightsError
-    from mrcnn_tf.model import MaskRCNN
-    from mrcnn_tf.weights.matterport_h5 import check_weights_file
-
-    checkpoint = resolve_checkpoint(weights, logs)
-    check_weights_file(checkpoint)  # a damaged file fails before the (slow) model build
-    config = load_config(checkpoint, overrides)
-    model = MaskRCNN(mode="inference", config=config, model_dir=logs)
-    try:
-        # By name: a checkpoint written by the training model holds extra layers the inference model lacks.
-        model.load_weights(str(checkpoint), by_name=True)
-    except WeightsError as exc:
-        report = getattr(exc, "report", None)
-        if report is None or not report.mismatched:
-            raise
-        raise WeightsError(misfit_message(report, checkpoint, config)) from None
-    if not colour_typing:
-        return model, checkpoint
-    from mrcnn_tf.wbc.colour_typing import typed_model
-
-    return typed_model(model, checkpoint, echo=lambda line: click.echo(line, err=True)), checkpoint
-
-
-def misfit_message(report, checkpoint, config, training=False):
-    """One line for weights whose shapes do not fit the model, with a command-line fix.
-
-    The library's own fix (``by_name=True, exclude=[...]``) is Python; on the command line the
-    lever is the config: the JSON beside the checkpoint or ``--set``. With `training`, NUM_CLASSES
-    is fixed by the dataset, so a file for another class count needs other start weights instead.
-    """
-    from mrcnn_tf.engine.checkpoints import config_path_for
-    from mrcnn_tf.weights.matterport_h5 import COCO_CLASS_SPECIFIC
-
-    beside = config_path_for(checkpoint)
-    source = f"config {beside.name}" if beside.is_file() else "LiscConfig defaults, no .config.json beside it"
-    names = {m.split(":")[0] for m in report.mismatched}
-    classes = report.file_num_classes
-    if classes and classes != config.NUM_CLASSES and names <= set(COCO_CLASS_SPECIFIC) and training:
-        fix = (f"the file is for NUM_CLASSES={classes}, the dataset and model for {config.NUM_CLASSES}: start "
-               "from weights trained on these classes, or from --weights coco (its class layers are left out "
-               "and trained anew)")
-    elif classes and classes != config.NUM_CLASSES and names <= set(COCO_CLASS_SPECIFIC):
-        fix = (f"the file is for NUM_CLASSES={classes}, the model for {config.NUM_CLASSES} ({source}): pass "
-               f"--set NUM_CLASSES={classes} or use the config saved with these weights")
-    else:
-        known = f" and NUM_CLASSES={classes}" if classes and classes != config.NUM_CLASSES else ""
-        fix = (f"it was trained with other settings{known} than the model ({source}): put the .config.json "
-               "saved with it beside it, or give its settings with --set KEY=VALUE")
-    return f"{checkpoint}: {len(report.mismatched)} layer(s) do not fit ({report.mismatched[0]}); {fix}"
-
-
-def class_names_for(config, dataset=None):
-    """Class names indexed by class id (0 = BG); see `mrcnn_tf.inference.detect_folder` (the library never imports
-    the CLI)."""
-    from mrcnn_tf.inference.detect_folder import class_names_for as library_class_names_for
-
-    return library_class_names_for(config, dataset)
-
-
-def list_images(path):
-    """Image files of FILE_OR_DIR; see `mrcnn_tf.inference.detect_folder` (library code never imports the CLI)."""
-    from mrcnn_tf.inference.detect_folder import list_images as library_list_images
-
-    return library_list_images(path)
+    """`mrcnn_tf.wbc.runs.load_inference_model`, its notes on standard error."""
+    return _load_inference_model(weights, logs, overrides, colour_typing, echo=lambda line: click.echo(line, err=True))

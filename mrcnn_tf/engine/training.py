@@ -272,7 +272,7 @@ def compile_training_model(keras_model, config, learning_rate, momentum, jit_com
 
 
 def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augmentation=None,
-          custom_callbacks=None, no_augmentation_sources=None, seed=None, workers=1, verbose=1):
+          custom_callbacks=None, no_augmentation_sources=None, seed=None, workers=1, verbose=1, list_layers=None):
     """Train `mrcnn` (a training-mode `MaskRCNN`) from ``mrcnn.epoch`` up to `epochs`.
 
     Args:
@@ -287,6 +287,7 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
         seed: optional int; seeds Keras/TF/numpy and the data order for reproducible runs.
         workers: data-loading workers of the `DataGenerator` (Keras 3 keeps them on the dataset).
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+        list_layers: print the trainable layers, as Matterport does (default: when `verbose`).
 
     Returns:
         The keras History of this stage.
@@ -313,7 +314,7 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
         if verbose:
             print(f"\nStarting at epoch {mrcnn.epoch}. LR={learning_rate}\n")
             print(f"Checkpoint Path: {path_for_epoch(mrcnn.epoch + 1)}")
-        set_trainable(keras_model, regex, verbose=verbose)
+        set_trainable(keras_model, regex, verbose=verbose if list_layers is None else int(bool(list_layers)))
         # Never jit_compile the whole step: NMS and the data-dependent tf.where of the proposal /
         # target layers have no XLA kernels ("Detected unsupported operations", bench/RESULTS.md).
         # XLA=True instead lets TF auto-cluster the compilable parts (see `xla_autoclustering`).

@@ -57,7 +57,7 @@ def cell_pixels(image, mask):
     return np.repeat(pixels, 3, axis=1) if pixels.shape[1] == 1 else pixels
 
 
-def _pixel_spaces(pixels):
+def pixel_spaces(pixels):
     """RGB (0-1), HSV and Lab of uint8 [P, 3] pixels: three [P, 3] float64 arrays."""
     from skimage import color
 
@@ -103,7 +103,7 @@ def colour_features(image, mask):
 def _colour_features(pixels):
     if not len(pixels):
         return np.zeros(len(FEATURE_NAMES))
-    return np.append(_statistics(_pixel_spaces(pixels)), np.log(len(pixels)))
+    return np.append(_statistics(pixel_spaces(pixels)), np.log(len(pixels)))
 
 
 def compartment_features(image, mask, nucleus_direction=NUCLEUS_DIRECTION):
@@ -113,7 +113,7 @@ def compartment_features(image, mask, nucleus_direction=NUCLEUS_DIRECTION):
     The nucleus is the mask's pixels whose Lab colour projected on `nucleus_direction` lies above `otsu_split` of
     the projections; the cytoplasm is the rest. A mask of one colour has no nucleus (zeros for it, share 0).
     """
-    return _compartment_features(cell_pixels(image, mask), nucleus_direction)
+    return pixel_compartment_features(cell_pixels(image, mask), nucleus_direction)
 
 
 def nucleus_pixels(lab, nucleus_direction=NUCLEUS_DIRECTION):
@@ -124,10 +124,10 @@ def nucleus_pixels(lab, nucleus_direction=NUCLEUS_DIRECTION):
     return projection > threshold if threshold is not None else np.zeros(len(projection), bool)
 
 
-def _compartment_features(pixels, nucleus_direction):
+def pixel_compartment_features(pixels, nucleus_direction):
     if not len(pixels):
         return np.zeros(len(COMPARTMENT_FEATURE_NAMES))
-    spaces = _pixel_spaces(pixels)
+    spaces = pixel_spaces(pixels)
     nucleus = nucleus_pixels(spaces[2], nucleus_direction)
     return np.concatenate([_statistics(spaces), [np.log(len(pixels))], _statistics(spaces, nucleus),
                            _statistics(spaces, ~nucleus), [nucleus.mean()]])
@@ -145,17 +145,17 @@ def fit_nucleus_direction(lab_nucleus, lab_cytoplasm):
     return direction / np.linalg.norm(direction)
 
 
-def _softmax(logits):
+def softmax(logits):
     z = np.exp(logits - logits.max(1, keepdims=True))
     return z / z.sum(1, keepdims=True)
 
 
-def _fit_weights(z, labels, num_types, l2, steps=4000, rate=0.5):
+def fit_softmax_weights(z, labels, num_types, l2, steps=4000, rate=0.5):
     """Multinomial logistic regression by full-batch gradient descent on standardised features z [N, F]."""
     weights, bias = np.zeros((z.shape[1], num_types)), np.zeros(num_types)
     onehot = np.eye(num_types)[labels]
     for _ in range(steps):
-        grad = (_softmax(z @ weights + bias) - onehot) / len(labels)
+        grad = (softmax(z @ weights + bias) - onehot) / len(labels)
         weights -= rate * (z.T @ grad + l2 * weights)
         bias -= rate * grad.sum(0)
     return weights, bias
@@ -214,18 +214,18 @@ class ColourTyper:
             correct = 0
             for fold in np.unique(fold_of):
                 train, held = fold_of != fold, fold_of == fold
-                w, b = _fit_weights(z[train], labels[train], num_types, l2)
+                w, b = fit_softmax_weights(z[train], labels[train], num_types, l2)
                 correct += int(((z[held] @ w + b).argmax(1) == labels[held]).sum())
             if best is None or correct > best[0]:
                 best = (correct, l2)
-        weights, bias = _fit_weights(z, labels, num_types, best[1])
+        weights, bias = fit_softmax_weights(z, labels, num_types, best[1])
         return cls(class_names, mean, scale, weights, bias, best[1], best[0] / len(labels), len(labels),
                    **typer_args)
 
     def probabilities(self, features):
         """[N, K-1] type probabilities (column j is class id j + 1)."""
         features = np.asarray(features, np.float64).reshape(-1, len(self.mean))
-        return _softmax(((features - self.mean) / self.scale) @ self.weights + self.bias)
+        return softmax(((features - self.mean) / self.scale) @ self.weights + self.bias)
 
     def predict(self, features):
         """[N] int class ids (1..K-1)."""
@@ -292,7 +292,7 @@ def fit_colour_typer(dataset, feature_set=DEFAULT_FEATURE_SET, **kwargs):
             cells.append(cell_pixels(image, masks[:, :, i]))
             class_ids.append(int(ids[i]))
             if own_nuclei:  # every 4th pixel is plenty for a 3x3 covariance, and converts to Lab 4x faster
-                lab = _pixel_spaces(cells[-1][::4])[2]
+                lab = pixel_spaces(cells[-1][::4])[2]
                 inside = nuclei[:, :, i][masks[:, :, i]][::4]
                 lab_nucleus.append(lab[inside])
                 lab_cytoplasm.append(lab[~inside])
@@ -303,7 +303,7 @@ def fit_colour_typer(dataset, feature_set=DEFAULT_FEATURE_SET, **kwargs):
     if feature_set == "colour":
         features = [_colour_features(pixels) for pixels in cells]
     else:
-        features = [_compartment_features(pixels, direction) for pixels in cells]
+        features = [pixel_compartment_features(pixels, direction) for pixels in cells]
     return ColourTyper.fit(np.array(features).reshape(-1, len(FEATURE_SETS[feature_set])), class_ids,
                            dataset.class_names, feature_set=feature_set, nucleus_direction=direction,
                            nucleus_source=source, **kwargs)

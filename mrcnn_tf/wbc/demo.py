@@ -1,19 +1,22 @@
-"""The CPU demo and the learning benchmark: synthesize, train from scratch, evaluate, detect.
+"""`mrcnn-tf demo`: train on real smears from scratch, score held-out fields, detect, count.
 
-`DemoConfig` is a CPU-sized LISC configuration (ResNet-18, 256 px, 64-channel FPN, few ROIs);
-`train_epochs` trains it for a fixed number of seeded epochs while scoring a held-out set at fixed
-epochs (`HeldOutEvaluation`), which gives the metric-against-steps curve of `bench/learn_synth.py` (the
-same on any CPU up to thread nondeterminism; only the minutes differ);
-`run_demo` is `mrcnn-tf demo` end to end.
+By default the demo trains the BCCD-WBC recipe (`BccdConfig`, 800 seeded steps from random weights) on the
+BCCD-WBC fields shipped with the package (`DEMO_DATA`, MIT), scores its `val` fields, and writes overlays,
+the differential count and the metrics. ``--synthetic`` trains the CPU-sized `DemoConfig` on synthetic LISC
+smears instead (`run_synthetic_demo`). Both train through `mrcnn_tf.wbc.training_run.train_run`, a fixed
+amount of seeded work, so they reach the same model on a fast or a slow CPU; only the minutes differ.
 """
 import json
 import pathlib
 import time
 
-import keras
 import numpy as np
 
+from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.lisc import LiscConfig, LiscDataset
+
+DEMO_DATA = pathlib.Path(__file__).parent / "data" / "bccd_wbc"
+DEMO_DATASET_NAME = "bccd-wbc"
 
 
 class DemoConfig(LiscConfig):
@@ -68,202 +71,6 @@ def load_subset(dataset_dir, subset="all"):
     return dataset
 
 
-def copy_weights(source, target):
-    """Copy weights between two Keras models layer by layer, matching layer names.
-
-    Used to score a training model with an inference model of the same config without a file
-    round trip (nested models and TimeDistributed wrappers copy as one layer each).
-
-    Returns:
-        Number of layers copied.
-    """
-    copied = 0
-    by_name = {layer.name: layer for layer in source.layers if layer.weights}
-    for layer in target.layers:
-        if layer.weights and layer.name in by_name:
-            layer.set_weights(by_name[layer.name].get_weights())
-            copied += 1
-    return copied
-
-
-class HeldOutEvaluation(keras.callbacks.Callback):
-    """Scores a held-out set at fixed epochs and reports the training time they took.
-
-    Training is defined by work (seeded epochs of STEPS_PER_EPOCH steps), not by a clock, so the same
-    command reaches the same model on a fast or a slow CPU; the minutes are only reported. After the
-    first epoch it prints an estimate of the time the remaining epochs will take on this machine.
-
-    Args:
-        mrcnn: the training `MaskRCNN`.
-        val_dataset: prepared held-out dataset.
-        epochs: the epoch training stops after (cumulative).
-        score_every: score after every this many epochs, and always after the last one.
-        echo: callable for one progress line per evaluation.
-        typer: optional `ColourTyper` (COLOUR_TYPING): each point is scored a second time with the types it gives
-            the detected cells, under "colour_typed" (it is fitted on the training cells' hand-drawn masks, so it
-            does not change while the network trains).
-
-    Attributes:
-        curve: list of dicts (epoch, steps, minutes, mAP50, AP, accuracy, loss, and colour_typed when a typer
-            is given); minutes count training only (data loading, tracing, steps), not the scoring.
-        inference: the inference `MaskRCNN` holding the weights of the last evaluation.
-        last_scores: the full `evaluate_dataset` result of the last evaluation.
-    """
-
-    def __init__(self, mrcnn, val_dataset, epochs, score_every=4, echo=print, typer=None):
-        super().__init__()
-        from mrcnn_tf.model import MaskRCNN
-
-        self.mrcnn = mrcnn
-        self.val_dataset = val_dataset
-        self.epochs = int(epochs)
-        self.score_every = max(1, int(score_every))
-        self.echo = echo
-        self.typer = typer
-        config = type(mrcnn.config).from_dict(mrcnn.config.to_dict())
-        config.IMAGES_PER_GPU, config.GPU_COUNT = 1, 1
-        config.refresh()
-        self.inference = MaskRCNN("inference", config, mrcnn.model_dir)
-        self.curve = []
-        self.last_scores = None
-        self._start = None
-        self._paused = 0.0
-        self._first_epoch = None
-        self._first_step = None  # training seconds when the first step ended (it includes tracing the graph)
-
-    def training_seconds(self):
-        return time.perf_counter() - self._start - self._paused
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._first_step is None:
-            self._first_step = self.training_seconds()
-
-    def on_train_begin(self, logs=None):
-        if self._start is None:
-            self._start = time.perf_counter()
-            self._first_epoch = self.mrcnn.epoch
-
-    def estimate_line(self, seconds, first_step, done):
-        """The time estimate printed after the first epoch: its later steps and epoch end, times the epochs left.
-
-        The first step includes tracing the graph (about a minute on a 2-core CPU), which later epochs
-        do not repeat, so it is left out of the estimate.
-        """
-        steps = int(self.mrcnn.config.STEPS_PER_EPOCH)
-        trace = first_step if first_step is not None and steps > 1 else 0.0
-        per_epoch = (seconds - trace) * steps / max(steps - 1, 1) if trace else seconds
-        left = per_epoch * (self.epochs - done) / 60
-        return (f"  epoch 1 took {seconds:.0f} s on this machine ({trace:.0f} s of it the first step, which traces "
-                f"the graph): about {left:.0f} more minutes of training for the remaining {self.epochs - done} epochs")
-
-    def evaluate(self, epoch, logs=None):
-        from mrcnn_tf.evaluation.evaluate import evaluate_dataset
-
-        began = time.perf_counter()
-        minutes = self.training_seconds() / 60
-        copy_weights(self.mrcnn.keras_model, self.inference.keras_model)
-        # With a typer the detections are kept and retyped for the second score rather than detected again.
-        recorder = _RecordedDetections(self.inference) if self.typer is not None else self.inference
-        scores = self.last_scores = evaluate_dataset(recorder, self.val_dataset)
-        point = {"epoch": int(epoch), "steps": int(epoch) * int(self.mrcnn.config.STEPS_PER_EPOCH),
-                 "minutes": round(minutes, 2), "mAP50": scores["mAP50"], "AP": scores["AP"],
-                 "accuracy": scores["accuracy"], "loss": float((logs or {}).get("loss", float("nan"))),
-                 "per_class": scores.get("per_class"), "confusion_matrix": scores.get("confusion_matrix")}
-        self.curve.append(point)
-        self.echo(f"  epoch {epoch:3d} ({point['steps']} steps, {minutes:4.1f} min)  held-out mAP50 "
-                  f"{_fmt(point['mAP50'])}  COCO AP {_fmt(point['AP'])}  typing accuracy {_fmt(point['accuracy'])}  "
-                  f"loss {point['loss']:.3f}")
-        if self.typer is not None:
-            typed = evaluate_dataset(_RetypedReplay(recorder.calls, self.typer, self.inference.config),
-                                     self.val_dataset)
-            point["colour_typed"] = {key: typed.get(key) for key in ("mAP50", "AP", "accuracy", "per_class",
-                                                                     "confusion_matrix")}
-            self.echo(f"      typed by colour: mAP50 {_fmt(typed['mAP50'])}  COCO AP {_fmt(typed['AP'])}  typing "
-                      f"accuracy {_fmt(typed['accuracy'])}")
-        self._paused += time.perf_counter() - began
-        return point
-
-    def on_epoch_end(self, epoch, logs=None):
-        done = epoch + 1
-        if done == self._first_epoch + 1 and done < self.epochs:
-            self.echo(self.estimate_line(self.training_seconds(), self._first_step, done))
-        if done % self.score_every == 0 or done >= self.epochs:
-            self.evaluate(done, logs)
-
-
-class _RecordedDetections:
-    """A model's `detect` that keeps each call's images and results (`calls`) for `_RetypedReplay`."""
-
-    def __init__(self, model):
-        self.model, self.config, self.calls = model, model.config, []
-
-    def detect(self, images, verbose=0):
-        results = self.model.detect(images, verbose=verbose)
-        self.calls.append((images, results))
-        return results
-
-
-class _RetypedReplay:
-    """Answers `detect` with the recorded calls in order, each cell retyped by `typer`: a second `evaluate_dataset`
-    pass over the same images scores the colour typer on the network's own detections without running it again."""
-
-    def __init__(self, calls, typer, config):
-        self.calls, self.typer, self.config = iter(calls), typer, config
-
-    def detect(self, images, verbose=0):
-        from mrcnn_tf.wbc.colour_typing import retype
-
-        recorded_images, results = next(self.calls)
-        if len(images) != len(recorded_images):  # evaluate_dataset batches the same images the same way each pass
-            raise RuntimeError(f"replay asked for {len(images)} images where {len(recorded_images)} were recorded")
-        return [retype(result, image, self.typer) for result, image in zip(results, recorded_images)]
-
-
-def _fmt(value):
-    return "  n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
-
-
-def train_datasets(config, train_set, val_set, logs_dir, epochs, score_every=4, seed=0, augment=True, echo=print,
-                   init_weights=None, typer=None):
-    """Train `config` (from random weights, or `init_weights`) for `epochs` epochs, scoring `val_set` as it goes.
-
-    Args:
-        config: the Config to train (its AUGMENTATION names the augmentation when `augment`).
-        train_set, val_set: prepared datasets (any `Dataset`: LISC, COCO, ...).
-        logs_dir: folder for the run folder (checkpoints, CSV log).
-        epochs, score_every: see `HeldOutEvaluation`.
-        seed: seed of weights, data order and augmentation.
-        augment: False trains without augmentation.
-        echo: callable for progress lines.
-        init_weights: optional weight file to start from instead of random weights (loaded by name;
-            training still counts epochs from 0).
-        typer: optional `ColourTyper`: every point is also scored with its types (`HeldOutEvaluation`).
-
-    Returns:
-        (mrcnn, scorer): the training `MaskRCNN` (checkpoints in its log_dir) and the
-        `HeldOutEvaluation` (its curve, last scores and inference model).
-    """
-    from mrcnn_tf.data.augment import augmentation_for
-    from mrcnn_tf.model import MaskRCNN
-
-    keras.utils.set_random_seed(seed)
-    mrcnn = MaskRCNN("training", config, str(logs_dir))
-    if init_weights:
-        echo(str(mrcnn.load_weights(str(init_weights), by_name=True, verbose=0)))
-        mrcnn.set_log_dir()  # a start point, not a run to resume: a new run folder from epoch 0
-    scorer = HeldOutEvaluation(mrcnn, val_set, epochs, score_every, echo=echo, typer=typer)
-    mrcnn.train(train_set, val_set, learning_rate=config.LEARNING_RATE, epochs=epochs, layers="all",
-                augmentation=augmentation_for(config) if augment else None, custom_callbacks=[scorer], seed=seed,
-                verbose=0)
-    return mrcnn, scorer
-
-
-def train_epochs(config, train_dir, val_dir, logs_dir, epochs, score_every=4, seed=0, augment=True, echo=print):
-    """`train_datasets` on two LISC-layout folders (all of each)."""
-    train_set, val_set = load_subset(train_dir), load_subset(val_dir)
-    return train_datasets(config, train_set, val_set, logs_dir, epochs, score_every, seed, augment, echo)
-
-
 def save_curve(curve, path):
     """Write the held-out metric curve (per scored epoch) as JSON."""
     pathlib.Path(path).write_text(json.dumps(curve, indent=1, default=_json_default))
@@ -297,12 +104,108 @@ def plot_losses(csv_path, png_path):
     return png_path
 
 
-def run_demo(output, epochs=DEMO_EPOCHS, per_class=60, mixt=20, heldout_per_class=8, heldout_mixt=4, seed=0,
-             score_every=DEMO_SCORE_EVERY, config=None, echo=print):
-    """`mrcnn-tf demo`: synthesize, train from scratch, evaluate on held-out images, detect.
+def _fmt(value):
+    return "  n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
+
+
+def _train(config, train_set, val_set, logs_dir, epochs, seed, score_every, dataset, echo):
+    """One stage of `epochs` over all layers from random weights, through the one training driver."""
+    from mrcnn_tf.wbc.training_run import train_run
+
+    return train_run(config, train_set, val_set, logs_dir, [("all", int(epochs), config.LEARNING_RATE)], seed=seed,
+                     score_every=score_every, echo=echo, run_info={"dataset": str(dataset), "command": "demo"})
+
+
+def _keep_last_checkpoint(run_dir):
+    """The run's newest checkpoint; the demo's folder is its own, so the earlier ones (~60 MB each) go."""
+    checkpoints = sorted(pathlib.Path(run_dir).glob("mask_rcnn_*.weights.h5"))
+    for old in checkpoints[:-1]:
+        old.unlink()
+        old.with_name(old.name.replace(".weights.h5", ".config.json")).unlink(missing_ok=True)
+    return checkpoints[-1]
+
+
+def _detect_and_report(model, dataset, output, metrics, started, echo, extra=()):
+    """Detect the held-out images (overlays, counts), write metrics.json and print where everything is."""
+    from mrcnn_tf.inference.detect_folder import run_detect
+
+    metrics_path = output / "metrics.json"
+    metrics_path.write_text(json.dumps(metrics, indent=1, default=_json_default))
+    inputs = [pathlib.Path(dataset.image_info[i]["path"]) for i in dataset.image_ids]
+    detections_dir = output / "detections"
+    counts = run_detect(model, inputs, detections_dir, dataset.class_names, echo=lambda line: None)
+    total = time.perf_counter() - started
+    echo(f"\ndone in {total / 60:.1f} min. Held-out mask mAP50 {_fmt(metrics['mAP50'])}, COCO segm AP "
+         f"{_fmt(metrics['AP'])}, typing accuracy {_fmt(metrics['accuracy'])} ({metrics['dataset']})")
+    echo(f"  metrics:            {metrics_path}")
+    for name, path in extra:
+        echo(f"  {name + ':':19} {path}")
+    echo(f"  overlays:           {detections_dir}/*_overlay.png ({len(inputs)} images)")
+    echo(f"  differential count: {detections_dir / 'counts.csv'}  {counts['counts']}")
+    return total
+
+
+def check_output(output):
+    """Refuse an output folder that holds anything: the demo never overwrites a user's files."""
+    path = pathlib.Path(output)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise MrcnnError(f"--output {output}: already exists and is not empty; choose a new folder so "
+                         "nothing there is overwritten")
+    return path
+
+
+def run_demo(output, epochs=None, seed=0, data_dir=None, echo=print):
+    """`mrcnn-tf demo`: the BCCD-WBC recipe on real smears, from random weights, scored on held-out fields.
 
     Args:
-        output: folder for everything (created; must not hold an earlier demo).
+        output: folder for everything (created; must be new or empty).
+        epochs: epochs of 50 steps (default: the recipe's, `presets.SCRATCH_SCHEDULES["bccd"]`).
+        seed: seed of weights, data order and augmentation.
+        data_dir: a COCO-layout folder with instances_train.json and instances_val.json (default `DEMO_DATA`).
+        echo: callable for progress lines.
+
+    Returns:
+        dict of the final metrics (with `dataset`), the checkpoint, the output folder and the seconds taken.
+    """
+    from mrcnn_tf.engine.driver import parse_schedule
+    from mrcnn_tf.evaluation.evaluate import evaluate_dataset, format_report
+    from mrcnn_tf.wbc.bccd import BccdConfig
+    from mrcnn_tf.wbc.presets import scratch_schedule
+    from mrcnn_tf.wbc.runs import load_dataset, load_inference_model
+
+    started = time.perf_counter()
+    output = check_output(output)
+    data_dir = pathlib.Path(data_dir or DEMO_DATA)
+    if not (data_dir / "annotations" / "instances_train.json").is_file():
+        raise MrcnnError(f"{data_dir}: the demo's BCCD-WBC fields are missing (annotations/instances_train.json); "
+                         "reinstall mrcnn-tf, or run `mrcnn-tf demo --synthetic`")
+    config = BccdConfig()
+    epochs = epochs or parse_schedule(scratch_schedule("bccd"), config.LEARNING_RATE)[-1][1]
+    train_set, heldout = load_dataset(data_dir, "train"), load_dataset(data_dir, "val")
+    echo(f"mrcnn-tf demo: real smears, BCCD-WBC ({data_dir}, MIT): {train_set.num_images} training fields, "
+         f"{heldout.num_images} held-out fields (its val split; the recipe was tuned on it, so this is a "
+         "development figure)")
+    echo(f"[1/3] training {type(config).__name__} ({config.BACKBONE}, {config.IMAGE_MAX_DIM} px) from random "
+         f"weights: {epochs} epochs of {config.STEPS_PER_EPOCH} steps, batch {config.BATCH_SIZE}")
+    output.mkdir(parents=True, exist_ok=True)
+    run = _train(config, train_set, heldout, output / "logs", epochs, seed, None, data_dir, echo)
+    checkpoint = _keep_last_checkpoint(run.run_dir)
+    echo(f"[2/3] held-out evaluation of {checkpoint.name} (types from the colour typer of the run)")
+    model, _ = load_inference_model(str(checkpoint), str(output / "logs"), echo=echo)
+    metrics = evaluate_dataset(model, heldout)
+    metrics["dataset"] = DEMO_DATASET_NAME
+    echo(format_report(metrics))
+    echo("[3/3] detecting cells in the held-out fields")
+    total = _detect_and_report(model, heldout, output, metrics, started, echo, [("checkpoint", checkpoint)])
+    return {"metrics": metrics, "checkpoint": str(checkpoint), "output": str(output), "seconds": total}
+
+
+def run_synthetic_demo(output, epochs=DEMO_EPOCHS, per_class=60, mixt=20, heldout_per_class=8, heldout_mixt=4,
+                       seed=0, score_every=DEMO_SCORE_EVERY, config=None, echo=print):
+    """`mrcnn-tf demo --synthetic`: synthesize LISC-like smears, train `DemoConfig` from scratch, evaluate, detect.
+
+    Args:
+        output: folder for everything (created; must be new or empty).
         epochs: epochs of STEPS_PER_EPOCH steps to train (the work is fixed, the time is not).
         per_class, mixt: synthetic training images per type folder and mixed images.
         heldout_per_class, heldout_mixt: the same for the held-out set (another seed).
@@ -312,19 +215,18 @@ def run_demo(output, epochs=DEMO_EPOCHS, per_class=60, mixt=20, heldout_per_clas
         echo: callable for progress lines.
 
     Returns:
-        dict of the final metrics and the paths written.
+        dict of the final metrics, the learning curve and the paths written.
     """
+    from mrcnn_tf.engine.training import CSV_LOG_NAME
     from mrcnn_tf.evaluation.evaluate import evaluate_dataset, format_report
     from mrcnn_tf.wbc.synth import write_lisc
-    from mrcnn_tf.engine.training import CSV_LOG_NAME
 
     started = time.perf_counter()
-    output = pathlib.Path(output)
+    output = check_output(output)
     train_dir, heldout_dir, logs_dir = output / "data" / "train", output / "data" / "heldout", output / "logs"
     config = config or DemoConfig()
-    echo(f"mrcnn-tf demo: CPU-sized configuration ({type(config).__name__}: {config.BACKBONE}, {config.IMAGE_MAX_DIM} px, "
-         f"{config.TOP_DOWN_PYRAMID_SIZE}-channel FPN, trained from scratch); `mrcnn-tf train` defaults to the "
-         "full LISC configuration")
+    echo(f"mrcnn-tf demo --synthetic: CPU-sized configuration ({type(config).__name__}: {config.BACKBONE}, "
+         f"{config.IMAGE_MAX_DIM} px, {config.TOP_DOWN_PYRAMID_SIZE}-channel FPN, trained from scratch)")
     echo(f"[1/4] synthetic smears: {5 * per_class + mixt} training and {5 * heldout_per_class + heldout_mixt} "
          f"held-out images in {output / 'data'}")
     write_lisc(train_dir, per_class, mixt=mixt, seed=1000 + seed)
@@ -332,48 +234,28 @@ def run_demo(output, epochs=DEMO_EPOCHS, per_class=60, mixt=20, heldout_per_clas
 
     echo(f"[2/4] training for {epochs} epochs of {config.STEPS_PER_EPOCH} steps (batch {config.BATCH_SIZE}), "
          f"scoring the held-out images every {score_every} epochs")
-    mrcnn, scorer = train_epochs(config, train_dir, heldout_dir, logs_dir, epochs, score_every, seed=seed,
-                                 echo=echo)
-    curve = scorer.curve
-    log_dir = pathlib.Path(mrcnn.log_dir)
-    checkpoints = sorted(log_dir.glob("mask_rcnn_*.weights.h5"))
-    checkpoint = checkpoints[-1]
-    # The demo wrote these into its own new folder: keep the last one (with its config) and free ~60 MB
-    # per epoch of the others.
-    for old in checkpoints[:-1]:
-        old.unlink()
-        old.with_name(old.name.replace(".weights.h5", ".config.json")).unlink(missing_ok=True)
+    train_set, heldout = load_subset(train_dir), load_subset(heldout_dir)
+    run = _train(config, train_set, heldout, logs_dir, epochs, seed, score_every, train_dir, echo)
+    scorer, curve = run.scorer, run.scorer.curve
+    checkpoint = _keep_last_checkpoint(run.run_dir)
     save_curve(curve, output / "learning_curve.json")
-    loss_png = plot_losses(log_dir / CSV_LOG_NAME, output / "loss_curve.png")
+    loss_png = plot_losses(run.run_dir / CSV_LOG_NAME, output / "loss_curve.png")
 
     # The scorer scored the final weights at the last epoch end (it always does); load the checkpoint
     # and score again only if training ended some other way.
     echo(f"[3/4] held-out evaluation of {checkpoint.name}")
-    model, heldout = scorer.inference, scorer.val_dataset
-    if curve and curve[-1]["epoch"] == mrcnn.epoch and scorer.last_scores is not None:
+    model = scorer.inference
+    if curve and curve[-1]["epoch"] == run.model.epoch and scorer.last_scores is not None:
         metrics = scorer.last_scores
     else:
         model.load_weights(str(checkpoint), by_name=True, verbose=0)
         metrics = evaluate_dataset(model, heldout)
-    metrics_path = output / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, indent=1, default=_json_default))
+    metrics["dataset"] = "synthetic-lisc"
     echo(format_report(metrics))
-
     echo("[4/4] detecting cells in the held-out images")
-    from mrcnn_tf.inference.detect_folder import run_detect
-
-    inputs = [pathlib.Path(heldout.image_info[i]["path"]) for i in heldout.image_ids]
-    detections_dir = output / "detections"
-    counts = run_detect(model, inputs, detections_dir, heldout.class_names, echo=lambda line: None)
-    total = time.perf_counter() - started
-    echo(f"\ndone in {total / 60:.1f} min. Held-out mask mAP50 {_fmt(metrics['mAP50'])}, COCO segm AP "
-         f"{_fmt(metrics['AP'])}, typing accuracy {_fmt(metrics['accuracy'])}")
-    echo(f"  metrics:            {metrics_path}")
-    echo(f"  learning curve:     {output / 'learning_curve.json'}")
-    echo(f"  loss curve:         {loss_png}")
-    echo(f"  overlays:           {detections_dir}/*_overlay.png ({len(inputs)} images)")
-    echo(f"  differential count: {detections_dir / 'counts.csv'}  {counts['counts']}")
-    echo(f"  checkpoint:         {checkpoint}")
+    total = _detect_and_report(model, heldout, output, metrics, started, echo,
+                               [("learning curve", output / "learning_curve.json"), ("loss curve", loss_png),
+                                ("checkpoint", checkpoint)])
     return {"metrics": metrics, "curve": curve, "checkpoint": str(checkpoint), "output": str(output),
             "seconds": total}
 
