@@ -19,8 +19,12 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     packages=find_packages(include=["mrcnn_tf", "mrcnn_tf.*"]),
+    # The demo's real smears (BCCD-WBC, MIT, with its LICENSE) travel with the package.
+    package_data={"mrcnn_tf.wbc": ["data/bccd_wbc/*.md", "data/bccd_wbc/LICENSE", "data/bccd_wbc/annotations/*.json",
+                                   "data/bccd_wbc/images/*.jpg"]},
     install_requires=REQUIREMENTS,
     extras_require={
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "nbmake>=1.5", "ipykernel>=6"],

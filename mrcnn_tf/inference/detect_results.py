@@ -29,6 +29,8 @@ FINAL_NAMES = ("detections.json", "images.json", "counts.csv")
 JOURNAL_FORMAT = 1
 # Settings that change how images are grouped into batches, never what is detected in one.
 BATCH_KEYS = ("BATCH_SIZE", "IMAGES_PER_GPU", "GPU_COUNT")
+# How the machine computes, never what is detected: a run resumed on another CPU kind continues.
+MACHINE_KEYS = ("CPU_KERNELS",)
 
 
 def overlay_name(path, used, prefer_folder=False):
@@ -114,7 +116,7 @@ def _write_atomically(path, text):
 
 def run_header(config, class_names, **info):
     """What identifies a run in its journal: class names, the detection settings and `info` (e.g. weights)."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in BATCH_KEYS}
+    settings = {k: v for k, v in config.to_dict().items() if k not in BATCH_KEYS + MACHINE_KEYS}
     # A JSON round trip makes tuples lists, as they will read back from the file.
     return json.loads(json.dumps({"format": JOURNAL_FORMAT, "class_names": list(class_names), **info,
                                   "config": settings}))
