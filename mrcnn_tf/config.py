@@ -109,9 +109,6 @@ class Config:
     # True: one NMS over all classes, so an object is never reported under two classes (one cell,
     # one type); False: NMS per class, as Matterport.
     DETECTION_NMS_CLASS_AGNOSTIC = False
-    # Widths of the RPN's shared 3x3 conv and of the mask head's four 3x3 convs and deconv (Matterport:
-    # 512 and 256, fixed; COCO weights need those). On a CPU these two heads are most of a small
-    # model's training step: DemoConfig narrows them (bench/RESULTS.md).
     # > 0: repeat-factor sampling of training images (LVIS / detectron2): an image whose rarest class is in
     # a share f < t of the images is shown about sqrt(t / f) times per pass (mrcnn_tf/data/sampling.py).
     REPEAT_FACTOR_THRESHOLD = 0.0
@@ -119,16 +116,19 @@ class Config:
     # side around its cells (mrcnn_tf/data/mosaic.py): k * k times the cells per step at the same cost.
     MOSAIC_TILES = 1
     # Memory per generator for loaded and resized images kept between epochs (data/image_cache.py; the
-    # training set's is shared with PreciseBN): decoding and resizing were 62% of a BCCD mosaic step's input
+    # training set's is shared with PreciseBN): decoding and resizing are most of a mosaic step's input
     # time. 0: load every time (a dataset whose load_image draws new content per call needs 0). Not used in
     # the random "crop" resize mode.
     IMAGE_CACHE_MB = 1024
     # Augmentation applied by `mrcnn-tf train`, the demo and the benchmarks: "lisc", "bccd" or "none"
     # (mrcnn_tf/data/augment.py). `MaskRCNN.train` takes its `augmentation` argument as Matterport's did.
     AUGMENTATION = "lisc"
+    # Widths of the RPN's shared 3x3 conv and of the mask head's four 3x3 convs and deconv (Matterport:
+    # 512 and 256, fixed; COCO weights need those). On a CPU these two heads are most of a small
+    # model's training step: DemoConfig narrows them.
     RPN_CONV_CHANNELS = 512
     MASK_HEAD_CHANNELS = 256
-    XLA = False  # XLA auto-clustering during `train` (whole-graph jit_compile fails on NMS; see bench/RESULTS.md)
+    XLA = False  # XLA auto-clustering during `train` (whole-graph jit_compile fails: NMS has no XLA kernel)
     # Set by MaskRCNN when it builds (the CPU backend's choices there); saved in the JSON, never read back.
     CPU_KERNELS = None
 

@@ -86,8 +86,9 @@ def _contours(mask):
 
 
 def _draw_instances(ax, image, boxes, masks, class_ids, class_names, scores=None, show_mask=True, show_bbox=True,
-                    colors=None, captions=None, fontsize=11, caption_box=False):
-    """Draw boxes, captions, tinted masks and outlines onto `ax` (shared by display and save)."""
+                    colors=None, captions=None, fontsize=11, caption_box=False, mask_alpha=0.5, nucleus_masks=None):
+    """Draw boxes, captions, tinted masks and outlines onto `ax` (shared by display and save); nuclei as dashed
+    outlines inside their cells."""
     from matplotlib import patches
     count = boxes.shape[0]
     colors = colors or random_colors(count)
@@ -111,9 +112,13 @@ def _draw_instances(ax, image, boxes, masks, class_ids, class_names, scores=None
         if masks is not None:
             mask = masks[:, :, i]
             if show_mask:
-                masked = apply_mask(masked, mask, color)
+                masked = apply_mask(masked, mask, color, alpha=mask_alpha)
             for verts in _contours(mask):
-                ax.add_patch(patches.Polygon(verts, facecolor="none", edgecolor=color))
+                ax.add_patch(patches.Polygon(verts, facecolor="none", edgecolor=color, linewidth=1.5))
+            if nucleus_masks is not None:
+                for verts in _contours(np.asarray(nucleus_masks[:, :, i]) & np.asarray(mask, bool)):
+                    ax.add_patch(patches.Polygon(verts, facecolor="none", edgecolor=color, linewidth=1,
+                                                 linestyle="dashed"))
     ax.imshow(masked.astype(np.uint8))
 
 
@@ -152,7 +157,8 @@ def display_instances(image, boxes, masks, class_ids, class_names, scores=None, 
         _show()
 
 
-def save_instances(path, image, boxes, masks, class_ids, class_names, scores=None, colors=None, dpi=100):
+def save_instances(path, image, boxes, masks, class_ids, class_names, scores=None, colors=None, dpi=100,
+                   nucleus_masks=None, mask_alpha=0.5):
     """Write an overlay PNG of the image's size: tinted masks, outlines, boxes and "type score" captions.
 
     Uses a private Agg figure (no pyplot state), so it is safe in loops and on headless machines.
@@ -161,6 +167,8 @@ def save_instances(path, image, boxes, masks, class_ids, class_names, scores=Non
         path: output file (.png).
         image, boxes, masks, class_ids, class_names, scores, colors: as `display_instances`
             (colors default to one fixed colour per class, so a type looks the same in every image).
+        nucleus_masks: optional [H, W, N] bool, outlined (dashed) inside each cell.
+        mask_alpha: opacity of the cells' tint (0.5 as Matterport; lower keeps the cell visible under it).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -175,7 +183,8 @@ def save_instances(path, image, boxes, masks, class_ids, class_names, scores=Non
     ax = figure.add_axes((0, 0, 1, 1))
     ax.axis("off")
     _draw_instances(ax, image, boxes, masks, class_ids, class_names, scores, colors=colors,
-                    fontsize=max(6, min(11, width // 60)), caption_box=True)
+                    fontsize=max(6, min(11, width // 60)), caption_box=True, mask_alpha=mask_alpha,
+                    nucleus_masks=nucleus_masks)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     # zlib level 1: a 720x576 overlay encodes in 0.06 s instead of 0.3 s (most of the call) for ~17% more bytes.

@@ -133,3 +133,39 @@ def test_export_refuses_existing_output(setup, tmp_path):
     with pytest.raises(MrcnnError, match="--force"):
         invoke(["export", "--logs", str(root / "logs"), "--output", str(tmp_path)])
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_detect_writes_the_per_cell_table_and_qupath_geojson(setup, tmp_path):
+    from mrcnn_tf.wbc.morphometry import CELL_COLUMNS
+
+    root, _ = setup
+    image = skimage.io.imread(root / "data" / "LISC Database" / "Main Dataset" / "neut" / "1.bmp")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    skimage.io.imsave(inputs / "smear.png", image)
+    out = tmp_path / "out"
+    output = invoke(["detect", "--logs", str(root / "logs"), "--input", str(inputs), "--output", str(out),
+                     "--pixel-size", "0.5", "--geojson"])
+    assert f"Per-cell table (areas in um^2): {out / 'cells.csv'}" in output
+    with open(out / "cells.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == CELL_COLUMNS
+    results = json.loads((out / "detections.json").read_text())
+    coco = COCO()
+    coco.dataset = json.loads((out / "images.json").read_text())
+    coco.createIndex()
+    masks = [coco.annToMask(a) for a in coco.loadRes(results).loadAnns(coco.loadRes(results).getAnnIds())]
+    # One row per detected cell, in detection order, its area the mask's pixels times (0.5 um)^2.
+    assert len(rows) == len(results) > 0 and [int(r["cell_id"]) for r in rows] == list(range(1, len(rows) + 1))
+    for row, mask, result in zip(rows, masks, results):
+        assert row["image"] == "smear.png" and row["unit"] == "um" and row["type"] in TYPES
+        assert float(row["cell_area"]) == pytest.approx(mask.sum() * 0.25, rel=1e-3)
+        assert float(row["score"]) == pytest.approx(result["score"], abs=1e-4)
+        assert row["nc_ratio"] == ""  # this model has no nucleus output: nothing to measure, nothing invented
+    collection = json.loads((out / "smear.geojson").read_text())
+    assert collection["type"] == "FeatureCollection" and len(collection["features"]) == len(rows)
+    feature = collection["features"][0]
+    assert feature["properties"]["objectType"] == "cell" and feature["geometry"]["type"] == "Polygon"
+    assert feature["properties"]["classification"]["name"] == rows[0]["type"]
+    assert "nucleusGeometry" not in feature

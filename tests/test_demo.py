@@ -168,3 +168,42 @@ def test_a_replay_refuses_a_batch_it_did_not_record():
     replay = _RetypedReplay([([np.zeros((4, 4, 3), np.uint8)], [{}])], typer=None, config=None)
     with pytest.raises(RuntimeError, match="2 images where 1 were recorded"):
         replay.detect([np.zeros((4, 4, 3), np.uint8)] * 2)
+
+
+def test_the_demo_ships_bccd_wbc_with_its_licence():
+    from mrcnn_tf.wbc.demo import DEMO_DATA
+
+    for subset, images, cells in (("train", 227, 230), ("val", 57, 60)):
+        annotations = json.loads((DEMO_DATA / "annotations" / f"instances_{subset}.json").read_text())
+        assert (len(annotations["images"]), len(annotations["annotations"])) == (images, cells)
+        assert all((DEMO_DATA / "images" / image["file_name"]).is_file() for image in annotations["images"])
+    licence = (DEMO_DATA / "LICENSE").read_text()
+    assert "MIT License" in licence and "shenggan" in licence and "Banik" in licence
+
+
+@pytest.mark.slow
+def test_real_demo_trains_on_real_fields_and_writes_every_artefact(tmp_path):
+    from helpers_coco import BCCD_FIELDS
+
+    from mrcnn_tf.wbc.bccd import BccdConfig
+    from mrcnn_tf.wbc.demo import run_demo
+    from mrcnn_tf.wbc.morphometry import CELL_COLUMNS
+
+    small = type("SmallBccdConfig", (BccdConfig,), dict(
+        IMAGE_MIN_DIM=128, IMAGE_MAX_DIM=128, IMAGES_PER_GPU=2, STEPS_PER_EPOCH=1, BN_STATS_BATCHES=1,
+        POST_NMS_ROIS_TRAINING=50, TRAIN_ROIS_PER_IMAGE=12, DETECTION_MIN_CONFIDENCE=0.0))()
+    lines = []
+    result = run_demo(tmp_path / "demo", epochs=2, data_dir=BCCD_FIELDS, config=small, echo=lines.append)
+    out = tmp_path / "demo"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "bccd" and metrics["images"] == 2 and {"mAP50", "AP", "accuracy"} <= set(metrics)
+    assert [line.split(":")[0] for line in lines if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
+    assert sorted(p.name for p in (out / "detections").glob("*_overlay.png")) == [
+        "BloodImage_00031_overlay.png", "BloodImage_00104_overlay.png"]
+    header = (out / "detections" / "cells.csv").read_text().splitlines()[0]
+    assert tuple(header.split(",")) == CELL_COLUMNS
+    assert (out / "detections" / "counts.csv").is_file()
+    # The run's colour typer types the held-out cells; only the last checkpoint is kept.
+    [run] = (out / "logs").iterdir()
+    assert (run / "colour_typer.json").is_file()
+    assert [p.name for p in run.glob("*.weights.h5")] == [result["checkpoint"].split("/")[-1]]

@@ -1,11 +1,10 @@
 """A stride-1 convolution over a large map run as a batch of row bands (CPU speed at batch 1).
 
 On an AVX2 CPU, TensorFlow's oneDNN convolution of one large image runs its im2col + matrix-product
-path at a third of the speed it reaches on a batch of smaller images: ResNet-50's 3x3 FPN conv on the
-128x128 P2 map of a 512 px image (256 -> 256 channels) took 1,147 ms as one image and 474 ms as four
-bands of 32 rows stacked on the batch axis (bench/RESULTS.md, "Large maps as bands"). The bands overlap
-by the kernel's reach (its halo), so each output row is computed from exactly the inputs it always was:
-the values equal `tf.nn.conv2d`'s, and the gradients follow through the slices and the concatenation.
+path far slower than on a batch of smaller images, so a large map (e.g. ResNet-50's 3x3 FPN conv on the
+P2 map of a 512 px image) runs faster as row bands stacked on the batch axis (measured: bench/RESULTS.md).
+The bands overlap by the kernel's reach (its halo), so each output row is computed from exactly the inputs it
+always was: the values equal `tf.nn.conv2d`'s, and the gradients follow through the slices and the concatenation.
 
 `band_count` decides; `conv2d_in_bands` computes. Only stride-1, undilated, channels-last convolutions
 whose map height divides into bands qualify, and only where TensorFlow sees no GPU and oneDNN runs no AVX-512.
@@ -23,7 +22,7 @@ BANDS_VARIABLE = "MRCNN_TF_CONV_BANDS"
 
 # Maps of at least this many pixels per image are split (ResNet-50's P2 and P3 at 512 px: 128x128, 64x64).
 BAND_MIN_PIXELS = 64 * 64
-# Narrow inputs gain nothing (64 channels at 64x64 x 4 images: 28 ms whole, 33 ms in bands).
+# Narrow inputs gain nothing: with 64 channels a map ran slower in bands than whole.
 BAND_MIN_CHANNELS = 128
 # Rows per band at least: below it the halo rows are too large a share of the work.
 BAND_MIN_ROWS = 16
@@ -50,8 +49,7 @@ def band_count(input_shape, kernel_shape, on_gpu=None, avx512=None):
         kernel_shape: (kh, kw, C_in, C_out).
         on_gpu: whether TensorFlow sees a GPU (default: asks TensorFlow); cuDNN needs no bands.
         avx512: whether oneDNN runs AVX-512 kernels (default: `runtime.cpu_runs_avx512`); they convolve one large
-            map fast enough that bands only add their halo (a Zen 5 EPYC's ResNet-50 step: 1.15 s whole, 1.28 s
-            in bands).
+            map fast enough that bands only add their halo.
     """
     if not bands_enabled():
         return 1

@@ -1,10 +1,9 @@
 """A 2-D convolution whose kernel gradient is computed as matrix products (CPU training speed).
 
 On an AVX2 CPU, oneDNN's kernel-gradient primitive for 3x3 convolutions (`jit:avx2 backward_weights`)
-reaches 16-45 GFLOP/s where a plain matrix product reaches ~135: it was 41% of the op time of a BccdConfig
-training step, and the 512-wide RPN conv on the stride-4 map alone took 2.3 s of a ResNet-50 step at
-512 px (bench/RESULTS.md, "Kernel gradients as matrix products"). The kernel gradient of a stride-1
-convolution is a sum over its k*k taps of (shifted input)^T @ (output gradient):
+runs at a fraction of a plain matrix product's speed, and was the largest share of a training step's op time,
+notably for ResNet-50's 512-wide RPN conv on the stride-4 map (measured: bench/RESULTS.md). The kernel gradient
+of a stride-1 convolution is a sum over its k*k taps of (shifted input)^T @ (output gradient):
 
     dW[i, j, :, :] = X_pad[:, i:i+H_out, j:j+W_out, :]^T  @  dY          ([C_in, N*H*W] @ [N*H*W, C_out])
 
@@ -29,10 +28,10 @@ POLICIES = ("auto", "matmul", "native")
 # Above this the im2col matrix (N*H*W x k*k*C_in floats) is not worth its memory: go tap by tap
 # (ResNet-50's P2 at 512 px, 151 MB, still fits; at 1024 px, 604 MB, it does not).
 IM2COL_LIMIT_BYTES = 256 * 2 ** 20
-# From C_in = 256 the single im2col product beat nine tap products (bench/RESULTS.md); below, taps won.
+# From C_in = 256 the single im2col product beats nine tap products; below, taps win.
 IM2COL_MIN_CHANNELS = 256
 # On small maps with fewer input channels (the mask head's 14x14 ROIs at 128 channels) TensorFlow's own
-# kernel was faster (bench/RESULTS.md): "auto" keeps it there.
+# kernel is faster: "auto" keeps it there.
 SMALL_MAP_PIXELS = 32 * 32
 
 
@@ -60,7 +59,7 @@ def use_matmul_filter_grad(input_shape=None, kernel_shape=None):
 
     "matmul" always does and "native" never; "auto" does on machines where TensorFlow sees no GPU (cuDNN's
     kernel gradients are fast) and oneDNN runs no AVX-512 (its AVX-512 kernel gradients are as fast as the
-    products: bench/conv_filter_grad.py on a Zen 5 EPYC), and, given the shapes, where `prefers_matmul` says it pays.
+    products: bench/conv_filter_grad.py), and, given the shapes, where `prefers_matmul` says it pays.
     """
     chosen = policy()
     if chosen != "auto":

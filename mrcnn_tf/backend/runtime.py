@@ -6,15 +6,14 @@ Two facts drive this module:
   AVX512-BF16, AVX-VNNI or AMX (`DefaultOneDnnPolicy` in tensorflow/core/util/port.cc). On an AVX2-only
   CPU (many AMD EPYC and older Intel parts) convolutions and their gradients then run on Eigen kernels
   built for plain AVX, which allocate and fault in large scratch buffers on every call: a Mask R-CNN
-  training step ran 5x slower (15.0 s instead of 3.0 s at 256 px, 19 million page faults instead of 1 million,
-  bench/RESULTS.md). oneDNN runs fine on AVX2, so mrcnn_tf asks for it unless the user chose otherwise.
+  training step runs several times slower. oneDNN runs fine on AVX2, so mrcnn_tf asks for it unless the user
+  chose otherwise.
 - The variable is read once, while TensorFlow is imported: setting it later has no effect. Importing
   `mrcnn_tf` first is enough; when TensorFlow came first with oneDNN off, `check_onednn` says how to fix it.
 
 `cpu_runs_avx512` tells the convolution layer which CPU tricks pay: the kernel gradient as matrix products
-and the row bands (ops/conv_filter_grad.py, ops/band_conv.py) make up for oneDNN's slow AVX2 kernels, and on
-an AVX-512 CPU they cost time instead (a ResNet-50 training step on a Zen 5 EPYC: 1.16 s without them, 1.28 s
-with them; bench/RESULTS.md).
+and the row bands (backend/conv_filter_grad.py, backend/band_conv.py) make up for oneDNN's slow AVX2 kernels,
+and on an AVX-512 CPU they cost time instead (measured: bench/RESULTS.md).
 """
 import functools
 import os

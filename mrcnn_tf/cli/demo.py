@@ -8,12 +8,12 @@ import click
 @click.option("--synthetic", is_flag=True,
               help="Train the CPU-sized DemoConfig on synthetic LISC-like smears instead of real BCCD-WBC fields.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Epochs of 50 steps to train (default: 16 on real smears, the BCCD recipe; 8 with --synthetic).")
+              help="Epochs of 50 steps to train (default: 7 on real smears, 8 with --synthetic).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(output, synthetic, epochs, seed):
     """Train Mask R-CNN from random weights on real blood smears, evaluate on held-out fields, detect and count.
 
-    The default trains the BCCD-WBC recipe (ResNet-18 FPN at 320 px, 800 seeded steps) on the BCCD-WBC fields
+    The default trains the BCCD-WBC recipe (ResNet-18 FPN at 320 px, 350 seeded steps) on the BCCD-WBC fields
     shipped with the package (MIT) and scores its held-out val fields; --synthetic runs the lighter synthetic-smear
     demo. Training is a fixed amount of seeded work, so the result does not depend on the CPU's speed; after each
     epoch it prints how long the rest will take here. It prints where everything was written and the held-out

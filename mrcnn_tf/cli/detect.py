@@ -81,16 +81,27 @@ class _ProgressBar:
 @click.option("--no-overlays", is_flag=True, help="Skip the overlay PNGs (faster); JSON and counts are written.")
 @click.option("--resume", is_flag=True, help="Continue the stopped run in --output, skipping the images it finished.")
 @click.option("--force", is_flag=True, help="Write over results already in --output.")
-def detect(weights, logs, overrides, input_path, output, batch_size, no_overlays, resume, force):
-    """Find and type cells: overlay PNGs, COCO results JSON and a differential count CSV."""
+@click.option("--pixel-size", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",
+              help="Micrometres per pixel: cells.csv (and --geojson) give lengths in um and areas in um^2.")
+@click.option("--geojson", is_flag=True, help="Also write one QuPath-readable GeoJSON file of cells (and nuclei) "
+                                              "per image.")
+def detect(weights, logs, overrides, input_path, output, batch_size, no_overlays, resume, force, pixel_size,
+           geojson):
+    """Find and type cells: overlay PNGs, COCO results JSON, the differential count and a per-cell table (cells.csv:
+    type, score, box, areas, N:C ratio, shape, nuclear lobes, colours)."""
+    from mrcnn_tf.wbc.morphometry import CellTable
+
     inputs = list_images(input_path)
     refuse_existing(output, inputs, overlays=not no_overlays, force=force, resume=resume)
     model, checkpoint = load_inference_model(weights, logs, batch_overrides(overrides, batch_size))
     click.echo(f"Weights: {checkpoint}")
+    class_names = class_names_for(model.config)
     with contextlib.ExitStack() as stack:
-        summary = run_detect(model, inputs, output, class_names_for(model.config), echo=click.echo,
+        summary = run_detect(model, inputs, output, class_names, echo=click.echo,
                              overlays=not no_overlays, resume=resume, force=force, progress=_ProgressBar(stack),
-                             run_info={"weights": str(pathlib.Path(checkpoint).resolve())})
+                             run_info={"weights": str(pathlib.Path(checkpoint).resolve()), "pixel_size": pixel_size,
+                                       "geojson": geojson},
+                             cell_table=CellTable(class_names, pixel_size=pixel_size, geojson=geojson))
     total = sum(summary["counts"].values())
     counts = ", ".join(f"{name} {n}" for name, n in summary["counts"].items())
     if summary["detected"]:
@@ -100,3 +111,5 @@ def detect(weights, logs, overrides, input_path, output, batch_size, no_overlays
     written = "detections.json, images.json and counts.csv" if no_overlays else \
         "overlays, detections.json, images.json and counts.csv"
     click.echo(f"Wrote {written} to {output}")
+    click.echo(f"Per-cell table (areas in {'um^2' if pixel_size else 'px'}): {pathlib.Path(output) / CellTable.FILE_NAME}"
+               + ("; QuPath GeoJSON: one .geojson per image" if geojson else ""))

@@ -92,8 +92,8 @@ def bccd_augmentation():
 
     No hue shift: an Eosinophil differs from a Neutrophil mostly by the colour of its granules, so every
     channel is scaled by the same factor (brightness) and stretched by the same contrast. With LISC's
-    per-channel tint, 600 BCCD steps typed 3 of 14 validation Eosinophils (accuracy 0.783); without, 5 of 14
-    (0.817; one run each, bench/RESULTS.md).
+    per-channel tint a BCCD run typed fewer validation Eosinophils than without (a single run each way;
+    measured: bench/RESULTS.md).
     """
     return _smear_augmentation(contrast=True, tint=False)
 

@@ -3,8 +3,8 @@
 Every epoch the pipeline loads each training image again, decodes it, decodes its masks and resizes both to
 the model's size, then augments the result. Only the augmentation is random: in every resize mode but
 "crop" the first three steps give the same arrays each time. On a BCCD mosaic step (16 fields of 640x480
-to 320 px) they were 62% of the pipeline's time, and the pipeline shares two cores with the training step
-(bench/RESULTS.md, "The input pipeline's resize, cached"). `ResizedImageCache` keeps their result per image
+to 320 px) they are most of the pipeline's time, and the pipeline shares the CPU with the training step
+(measured: bench/RESULTS.md). `ResizedImageCache` keeps their result per image
 id, up to a byte budget: the images that fit first stay, later ones are loaded every time as before, so the
 cache never evicts (no churn when the set is larger than the budget) and its memory is bounded.
 

@@ -3,8 +3,8 @@
 Matterport kept the rate constant within a `train()` call and lowered it by hand between calls. "cosine"
 warms the rate up and then decays it to zero along a cosine over the planned steps (detectron2's
 WarmupCosineLR), the usual schedule for short runs from random weights. On BCCD-WBC it did not stop the
-class head from swinging between majority types (bench/RESULTS.md, "BCCD-WBC on the AVX2 CPU"), so no
-preset uses it yet; it is there to be set (`--set LEARNING_RATE_SCHEDULE=cosine`).
+class head from swinging between majority types, so no preset uses it yet (measured: bench/RESULTS.md).
+It is there to be set (`--set LEARNING_RATE_SCHEDULE=cosine`).
 
 The schedule is a function of the global step: the epoch `train()` started at times STEPS_PER_EPOCH,
 plus the optimizer's own step count. A run resumed at epoch k therefore continues on the same curve.

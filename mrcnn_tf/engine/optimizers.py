@@ -145,7 +145,7 @@ def build_optimizer(learning_rate, momentum, clip_norm, name="sgd"):
 
     Args:
         name: "sgd" (Matterport: SGD with `momentum`) or "adam" (Adam, beta_1 0.9; `momentum` unused),
-            which trains a network from random weights several times faster (bench/RESULTS.md).
+            which trains a network from random weights several times faster (measured: bench/RESULTS.md).
     """
     clip = clip_norm if clip_norm else None
     if str(name).lower() == "adam":

@@ -2,11 +2,10 @@
 
 A network trained from random weights with BatchNorm on (TRAIN_BN None) normalizes with batch
 statistics while it trains and with the moving averages at inference. Those averages (momentum
-0.99, a memory of ~100 steps) trail a network that changes quickly: with them the 8-minute CPU
-demo reached a held-out mAP50 of only 0.31. Normalizing each image by its own batch statistics at
-inference (TRAIN_BN True) avoids the lag but makes a cell's type depend on the other proposals of
-its image: a checkpoint scoring 0.585 that way scored 0.977 with statistics recomputed here on 16
-training images (bench/RESULTS.md).
+0.99, a memory of ~100 steps) trail a network that changes quickly, so a short run scores poorly
+with them. Normalizing each image by its own batch statistics at inference (TRAIN_BN True) avoids
+the lag but makes a cell's type depend on the other proposals of its image; statistics recomputed
+here on a few training batches score far higher than either (measured: bench/RESULTS.md).
 
 `recompute_batch_norm_statistics` runs the model in training mode on a few batches and sets every
 updating BatchNorm's moving mean and variance to the mean over those batches of its batch mean
@@ -89,8 +88,8 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self._forward = None
 
     def forward(self, inputs):
-        """The model's training-mode forward pass as a tf.function, traced on first use: an eager pass of
-        Mask R-CNN took about 2 s on a 2-core CPU, so eager passes cost ~8 s of every epoch."""
+        """The model's training-mode forward pass as a tf.function, traced on first use: eager passes of
+        Mask R-CNN are slow on a CPU and would add seconds to every epoch."""
         if self._forward is None:
             import tensorflow as tf
 

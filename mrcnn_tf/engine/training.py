@@ -262,7 +262,7 @@ def compile_training_model(keras_model, config, learning_rate, momentum, jit_com
 
     The optimizer's variables are created under the model's strategy (mirrored like the model's,
     GPU_COUNT > 1), eagerly, for the variables trainable now: left to the first step, Keras creates
-    them inside its trace, lifted out of the graph one by one (4-5 s more for every compile).
+    them inside its trace, lifted out of the graph one by one (seconds more for every compile).
     """
     keras_model.configure_losses(config)
     with keras_model.distribute_strategy.scope():
@@ -316,7 +316,7 @@ def train(mrcnn, train_dataset, val_dataset, learning_rate, epochs, layers, augm
             print(f"Checkpoint Path: {path_for_epoch(mrcnn.epoch + 1)}")
         set_trainable(keras_model, regex, verbose=verbose if list_layers is None else int(bool(list_layers)))
         # Never jit_compile the whole step: NMS and the data-dependent tf.where of the proposal /
-        # target layers have no XLA kernels ("Detected unsupported operations", bench/RESULTS.md).
+        # target layers have no XLA kernels (XLA fails with "Detected unsupported operations").
         # XLA=True instead lets TF auto-cluster the compilable parts (see `xla_autoclustering`).
         rate = learning_rate_for(config, learning_rate, mrcnn.epoch, epochs)
         compile_training_model(keras_model, config, rate, config.LEARNING_MOMENTUM, jit_compile=False)

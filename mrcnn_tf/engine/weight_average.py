@@ -1,7 +1,7 @@
 """An exponential moving average of the trained weights, held by the checkpoints (Config.WEIGHT_EMA_DECAY).
 
 From random weights on a few hundred steps, the weights of one step are a noisy sample: on BCCD-WBC the held-out
-typing of successive checkpoints swung by 0.1-0.2 (bench/RESULTS.md). The average of the recent weights is a
+typing of successive checkpoints swung widely (measured: bench/RESULTS.md). The average of the recent weights is a
 better model than any one of them (Polyak averaging; detectron2's MODEL_EMA, YOLOv5's ModelEMA, timm's ModelEma).
 Training steps keep updating the raw weights; each epoch end swaps the average in for what reads the model
 there (PreciseBN, the checkpoint, a held-out scorer) and the next epoch swaps the raw weights back.

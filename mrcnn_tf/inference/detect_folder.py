@@ -24,6 +24,7 @@ __all__ = ["IMAGE_EXTENSIONS", "list_images", "class_names_for", "run_detect", "
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 READ_AHEAD_BATCHES = 2
+OVERLAY_FILL = 0.15  # opacity of a detected cell's tint in the overlays
 
 
 def list_images(path):
@@ -50,9 +51,19 @@ def class_names_for(config, dataset=None):
     return ["BG"] + [f"class_{i}" for i in range(1, config.NUM_CLASSES)]
 
 
-def _is_done(record, names, overlays, output):
-    """Whether a journal record finishes an input: same row name and, if overlays are wanted, its overlay."""
+def geojson_name(overlay_name):
+    """``a_overlay.png`` -> ``a.geojson``: an image's QuPath objects beside its overlay."""
+    return overlay_name[:-len("_overlay.png")] + ".geojson" if overlay_name.endswith("_overlay.png") else \
+        overlay_name + ".geojson"
+
+
+def _is_done(record, names, overlays, output, cell_table=None):
+    """Whether a journal record finishes an input: same row name and, where wanted, its overlay, its cell rows and
+    its GeoJSON file."""
     if record is None or record.get("count_name") != names[1]:
+        return False
+    if cell_table is not None and ("cells" not in record or (
+            cell_table.geojson and not (output / geojson_name(names[0])).is_file())):
         return False
     return not overlays or (record.get("overlay") == names[0] and (output / names[0]).is_file())
 
@@ -60,10 +71,10 @@ def _is_done(record, names, overlays, output):
 class _BatchWriter:
     """Writes one batch's results (runs on the writer thread, one batch at a time, in order)."""
 
-    def __init__(self, output, inputs, names, class_names, overlays, journal, counts):
+    def __init__(self, output, inputs, names, class_names, overlays, journal, counts, cell_table=None):
         self.output, self.inputs, self.names = output, inputs, names
         self.class_names, self.overlays = class_names, overlays
-        self.journal, self.counts = journal, counts
+        self.journal, self.counts, self.cell_table = journal, counts, cell_table
 
     def __call__(self, indices, images, detections):
         from mrcnn_tf import visualize
@@ -72,16 +83,22 @@ class _BatchWriter:
         records = []
         for i, image, r in zip(indices, images, detections):
             overlay, count_name = self.names[i]
+            # Files before the journal line: a journal line promises its overlay and GeoJSON are complete.
             if self.overlays:
-                # Before the journal line: a journal line promises its overlay is complete.
+                # A light fill keeps the cell visible under its outline; the nucleus is outlined inside it.
                 visualize.save_instances(self.output / overlay, image, r["rois"], r["masks"], r["class_ids"],
-                                         self.class_names, r["scores"])
-            records.append({"key": input_key(self.inputs[i]), "file_name": self.inputs[i].name,
-                            "height": int(image.shape[0]), "width": int(image.shape[1]),
-                            "overlay": overlay if self.overlays else None, "count_name": count_name,
-                            "class_ids": [int(c) for c in r["class_ids"]],
-                            "results": detections_to_coco(i + 1, r["rois"], r["class_ids"], r["scores"],
-                                                          r["masks"])})
+                                         self.class_names, r["scores"], nucleus_masks=r.get("nucleus_masks"),
+                                         mask_alpha=OVERLAY_FILL)
+            record = {"key": input_key(self.inputs[i]), "file_name": self.inputs[i].name,
+                      "height": int(image.shape[0]), "width": int(image.shape[1]),
+                      "overlay": overlay if self.overlays else None, "count_name": count_name,
+                      "class_ids": [int(c) for c in r["class_ids"]],
+                      "results": detections_to_coco(i + 1, r["rois"], r["class_ids"], r["scores"], r["masks"])}
+            if self.cell_table is not None:
+                record["cells"] = self.cell_table.rows(count_name, image, r)
+                if self.cell_table.geojson:
+                    self.cell_table.write_geojson(self.output / geojson_name(overlay), r, record["cells"])
+            records.append(record)
         self.journal.append(records)
         self.counts.append((rec["count_name"], rec["class_ids"]) for rec in records)
         return records
@@ -104,7 +121,7 @@ def _start_journal(output, header, resume, force, echo):
 
 
 def run_detect(model, inputs, output, class_names, echo=print, batch_size=None, overlays=True, resume=False,
-               force=False, progress=None, run_info=None):
+               force=False, progress=None, run_info=None, cell_table=None):
     """Detect on every file of `inputs` and write overlays, the journal, COCO JSON and the count CSV to `output`.
 
     Args:
@@ -122,6 +139,8 @@ def run_detect(model, inputs, output, class_names, echo=print, batch_size=None, 
         progress: called as ``progress(done, todo)`` once before the first batch (done 0) and after each
             batch is on disk, `done` of the `todo` images this call detects.
         run_info: JSON-able facts that identify the run besides its config (e.g. ``{"weights": path}``).
+        cell_table: measures each cell and writes the per-cell table (``cell_table.FILE_NAME``, in input order) and,
+            with its `geojson`, one GeoJSON file per image (`mrcnn_tf.wbc.morphometry.CellTable`); None: neither.
 
     Returns:
         dict: images, counts (type name -> cells), skipped (finished before: resumed), detected,
@@ -141,7 +160,7 @@ def run_detect(model, inputs, output, class_names, echo=print, batch_size=None, 
     header = run_header(model.config, class_names, **(run_info or {}))
     journal, records = _start_journal(output, header, resume, force, echo)
     todo = [i for i, path in enumerate(inputs) if not _is_done(records.get(input_key(path)), names[i], overlays,
-                                                                 output)]
+                                                                 output, cell_table)]
     if resume and len(todo) < len(inputs):
         echo(f"Resuming: {len(inputs) - len(todo)} of {len(inputs)} images already done")
     remaining = set(todo)
@@ -152,7 +171,7 @@ def run_detect(model, inputs, output, class_names, echo=print, batch_size=None, 
         reader = Dataset()
         for i, path in enumerate(inputs):
             reader.add_image("input", i, str(path))
-        write = _BatchWriter(output, inputs, names, class_names, overlays, journal, counts)
+        write = _BatchWriter(output, inputs, names, class_names, overlays, journal, counts, cell_table)
         step = max(1, int(batch_size or model.config.BATCH_SIZE))
         batches = [todo[s:s + step] for s in range(0, len(todo), step)]
         detected = _detect_batches(model, batches, reader.load_image, write, len(todo), progress)
@@ -165,6 +184,9 @@ def run_detect(model, inputs, output, class_names, echo=print, batch_size=None, 
         journal.close()
         counts.close()
     totals = assemble(output, inputs, names, records, class_names)
+    if cell_table is not None:
+        cell_table.write(output / cell_table.FILE_NAME, [row for path in inputs
+                                                         for row in records[input_key(path)]["cells"]])
     return {"images": len(inputs), "counts": dict(zip(class_names[1:], (int(t) for t in totals))),
             "skipped": len(inputs) - len(todo), "detected": len(todo), "seconds": time.perf_counter() - started}
 

@@ -84,8 +84,8 @@ class BatchNorm(keras.layers.BatchNormalization):
             # With moving statistics BatchNorm is one per-channel scale and shift. Written as a multiply
             # and a bias add, not FusedBatchNormV3: Grappler's remapper folds the fused kernel into the
             # convolution before it, and oneDNN then runs that convolution with four binary post-ops,
-            # which on AVX2 CPUs takes its slow gemm path (ResNet-18's 7x7 conv1 at 256 px: 419 ms
-            # instead of a few; bench/RESULTS.md). The two elementwise passes cost a few ms per image.
+            # which on AVX2 CPUs takes its slow gemm path, many times slower than the plain convolution; the
+            # two elementwise passes cost far less (measured: bench/RESULTS.md).
             scale = gamma * tf.math.rsqrt(tf.cast(self.moving_variance, x.dtype) + self.epsilon)
             shift = beta - tf.cast(self.moving_mean, x.dtype) * scale
             return tf.cast(tf.nn.bias_add(x * scale, shift), self.compute_dtype)

@@ -16,7 +16,7 @@ from mrcnn_tf.backend.conv_filter_grad import (conv2d_matmul_filter_grad, gradie
 class Conv2D(layers.Conv2D):
     """`keras.layers.Conv2D`, training faster on CPUs: the kernel gradient of a stride-1 convolution is
     computed by `conv2d_matmul_filter_grad` (a sum of tap products) instead of oneDNN's AVX2 kernel, which
-    ran at a third of the forward pass's speed (bench/RESULTS.md). Forward values, the input gradient,
+    runs far slower than the forward pass (measured: bench/RESULTS.md). Forward values, the input gradient,
     the weights (names, shapes) and `get_config` are Conv2D's: COCO and ImageNet files load unchanged.
 
     The matrix form is used for stride 1, no dilation, one group, channels_last and a kernel larger than
@@ -26,8 +26,8 @@ class Conv2D(layers.Conv2D):
     inference and PreciseBN's passes are exactly Conv2D, as is every other case.
 
     On a CPU without AVX-512, a stride-1 convolution over a large map (ResNet-50's P2 and P3 at 512 px) runs as
-    a batch of overlapping row bands (`ops/band_conv.py`): oneDNN's AVX2 kernels convolve one large image at a
-    third of their speed on a batch. Same values; MRCNN_TF_CONV_BANDS=off runs every convolution whole.
+    a batch of overlapping row bands (`backend/band_conv.py`): oneDNN's AVX2 kernels convolve one large image far
+    slower than a batch of smaller ones. Same values; MRCNN_TF_CONV_BANDS=off runs every convolution whole.
 
     Args:
         filters, kernel_size, **kwargs: as `keras.layers.Conv2D`.

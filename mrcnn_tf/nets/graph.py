@@ -47,7 +47,7 @@ def check_image_shape(config):
 
 def image_input_shape(config):
     """[H, W, C] of the image input: static in "square" mode, where every molded image is IMAGE_SHAPE
-    (convolutions can then choose by map size, e.g. run large maps in bands on a CPU: ops/band_conv.py),
+    (convolutions can then choose by map size, e.g. run large maps in bands on a CPU: backend/band_conv.py),
     Matterport's [None, None, C] in the other modes, whose molded sizes vary."""
     channels = config.IMAGE_CHANNEL_COUNT
     if config.IMAGE_RESIZE_MODE == "square":

@@ -1,10 +1,9 @@
 """Real smears from scratch on a CPU: the BCCD-WBC recipe (`mrcnn-tf train --config bccd`).
 
-BCCD-WBC (../shared/data/bccd-wbc, MIT) is 284 real 640x480 smear fields, red cells and platelets in
+BCCD-WBC (shipped in mrcnn_tf/wbc/data/bccd_wbc, MIT) is 284 real 640x480 smear fields, red cells and platelets in
 every one, with one hand-drawn mask and type per white cell, in COCO JSON. Finding the white cell is
 easy; typing it is the task: Neutrophils are 59% of the cells, Basophils one training cell. Each value
-below differs from `LiscConfig` for the reason beside it; the measured effect of each choice is in
-bench/RESULTS.md ("BCCD-WBC from scratch").
+below differs from `LiscConfig` for the reason beside it (measured: bench/RESULTS.md).
 """
 import numpy as np
 
@@ -41,23 +40,22 @@ class BccdConfig(LiscConfig):
     LEARNING_RATE = 0.001
     # The recipe is 16 epochs of 50 steps (presets.SCRATCH_SCHEDULES: `--weights none` runs all:16), the rate
     # decaying to zero over them, so a run ends on a settled model, not on a swing of a constant rate. 800 steps
-    # rather than 600: the three seeds that ended one cell short at 600 (mAP50 0.895) reached the colour typer's
-    # ceiling on val at 800 (0.912), their masks tighter (COCO segm AP 0.55 -> 0.57-0.59; bench/RESULTS.md).
+    # rather than 600: at 600 some seeds still missed a cell and drew looser masks.
     LEARNING_RATE_SCHEDULE = "cosine"
     LEARNING_RATE_WARMUP_STEPS = 50
     STEPS_PER_EPOCH = 50
     VALIDATION_STEPS = 1
     # One white cell per field: one type per detected cell, so the count and the typing see one answer.
     DETECTION_NMS_CLASS_AGNOSTIC = True
-    # Report a found cell even when its type is uncertain: at LiscConfig's 0.5, 9-18 of the 60 validation
-    # cells were found but dropped, their best type scoring under 0.5 (0.10: 0.43 -> 0.51 mAP50, 0 missed).
+    # Report a found cell even when its type is uncertain: LiscConfig's 0.5 dropped many found cells whose best
+    # type scored under it.
     DETECTION_MIN_CONFIDENCE = 0.1
     REPEAT_FACTOR_THRESHOLD = 0.3  # Monocytes (6% of fields) x2.3, Lymphocytes x1.8, the one Basophil x8
     # Each training image a 2 x 2 mosaic of four fields cropped around their cells: four times the cells per
-    # step at the same cost. 400 steps: typing 0.517 -> 0.683, mAP50 0.513 -> 0.684 (bench/RESULTS.md).
+    # step at the same cost.
     MOSAIC_TILES = 2
     AUGMENTATION = "bccd"  # flips, turns, brightness, contrast, focus; no tint: it hides Eosinophils (data/augment.py)
-    # Types from the colour of the nucleus and the cytoplasm inside each predicted mask, fitted on the training cells
-    # after training: typing of the validation cells 0.67-0.82 by the class head -> 0.900-0.917 (two runs, mAP50
-    # 0.895-0.912; whole-cell colour alone 0.867; mrcnn_tf/wbc/colour_typing.py, bench/RESULTS.md).
+    # Types from the colour of the nucleus and the cytoplasm inside each predicted mask, fitted on the training cells'
+    # own masks: they type cells far better than the class head, and better than the whole cell's colour
+    # alone (mrcnn_tf/wbc/colour_typing.py).
     COLOUR_TYPING = True

@@ -1,19 +1,18 @@
 """Types each detected cell by the colour inside its predicted mask (Config.COLOUR_TYPING).
 
-On BCCD-WBC the network finds and outlines every white cell (Dice 0.93) but its class head, trained from random
+On BCCD-WBC the network finds and outlines every white cell but its class head, trained from random
 weights on 230 cells, calls most Eosinophils Neutrophils; the colour statistics inside the outline tell them apart
 (red-orange granules against pale ones). A 5-type softmax regression, fitted on the training cells' hand-drawn
 masks, types each cell from
 
-- "colour": 19 statistics of the whole cell (mean and spread of RGB, HSV and Lab, log area): validation cells
-  0.867 in the packaged recipe against the class head's 0.73-0.82 (bench/RESULTS.md, "The recipe with colour
-  typing");
-- "colour+compartments" (the default since 2026-12-07): those 19, the same 18 colour statistics of the nucleus
+- "colour": 19 statistics of the whole cell (mean and spread of RGB, HSV and Lab, log area): it types the
+  validation cells better than the class head;
+- "colour+compartments" (the default): those 19, the same 18 colour statistics of the nucleus
   and of the cytoplasm apart, and the nucleus's share of the cell. The nucleus is the part of the mask beyond an
   Otsu split along a Lab colour direction (`NUCLEUS_DIRECTION`, or one fitted on the dataset's own nucleus masks):
   an Eosinophil's granules are in its cytoplasm, whose colour the whole-cell mean dilutes with the nucleus's.
-  Cross-validated on the 230 BCCD training cells 0.855 -> 0.87; validation cells on their hand-drawn masks
-  0.850 -> 0.917 (bench/RESULTS.md, "Typing by the colour of the nucleus and the cytoplasm apart").
+  It types both the training cells (cross-validated) and the validation cells better than "colour"
+  (measured: bench/RESULTS.md).
 
 `mrcnn-tf train` fits a `ColourTyper` after training when the config asks for it and writes it beside the
 checkpoints (`TYPER_FILE`); `mrcnn-tf evaluate` and `detect` then take the types from it (`typed_model`). The
@@ -241,7 +240,7 @@ class ColourTyper:
     @classmethod
     def from_dict(cls, values, source="colour typer"):
         try:
-            # A format-1 file (before 2026-12-07) has no feature_set: it was fitted on the 19 "colour" features.
+            # A format-1 file (an older typer) has no feature_set: it was fitted on the 19 "colour" features.
             typer = cls(values["class_names"], values["mean"], values["scale"], values["weights"], values["bias"],
                         values["l2"], values.get("cv_accuracy"), values.get("cells", 0),
                         values.get("feature_set", "colour"), values.get("nucleus_direction", NUCLEUS_DIRECTION),

@@ -1,6 +1,6 @@
 """`mrcnn-tf demo`: train on real smears from scratch, score held-out fields, detect, count.
 
-By default the demo trains the BCCD-WBC recipe (`BccdConfig`, 800 seeded steps from random weights) on the
+By default the demo trains the BCCD-WBC recipe (`BccdConfig` from random weights, 350 seeded steps) on the
 BCCD-WBC fields shipped with the package (`DEMO_DATA`, MIT), scores its `val` fields, and writes overlays,
 the differential count and the metrics. ``--synthetic`` trains the CPU-sized `DemoConfig` on synthetic LISC
 smears instead (`run_synthetic_demo`). Both train through `mrcnn_tf.wbc.training_run.train_run`, a fixed
@@ -17,19 +17,22 @@ from mrcnn_tf.lisc import LiscConfig, LiscDataset
 
 DEMO_DATA = pathlib.Path(__file__).parent / "data" / "bccd_wbc"
 DEMO_DATASET_NAME = "bccd-wbc"
+# The BCCD recipe shortened to 7 epochs of 50 steps (its cosine rate decays over them): a newcomer's first run
+# fits in ten minutes on two CPU cores; `mrcnn-tf train --config bccd` runs the full 16.
+REAL_DEMO_EPOCHS = 7
 
 
 class DemoConfig(LiscConfig):
     """LISC, sized to learn on a 2-core CPU in minutes (the full LISC setup is `LiscConfig`).
 
-    Each value differs from LiscConfig for the reason beside it.
+    Each value differs from LiscConfig for the reason beside it (measured: bench/RESULTS.md).
     """
 
     NAME = "demo"
     BACKBONE = "resnet18"  # the C5/C4 stages of ResNet-50 cost most of a CPU step; 18 layers suffice here
     # Trained from scratch, BatchNorm must train (frozen would mean no normalisation at all). None:
     # batch statistics in training, moving statistics at inference, recomputed on 4 training
-    # batches before each checkpoint (PreciseBN). Both alternatives score far lower (bench/RESULTS.md):
+    # batches before each checkpoint (PreciseBN). Both alternatives score far lower:
     # True (each image normalized by its own statistics at inference) and the lagging moving averages.
     TRAIN_BN = None
     BN_STATS_BATCHES = 4
@@ -38,10 +41,10 @@ class DemoConfig(LiscConfig):
     IMAGE_MIN_DIM = 256
     IMAGE_MAX_DIM = 256
     RPN_ANCHOR_SCALES = (16, 32, 64, 128, 256)  # 16-64 bracket the 21-48 px cells (IoU >= 0.5 each)
-    TOP_DOWN_PYRAMID_SIZE = 64  # a 256-channel pyramid under the RPN conv was half of each step
+    TOP_DOWN_PYRAMID_SIZE = 64  # a 256-channel pyramid under the RPN conv is a large share of each CPU step
     FPN_CLASSIF_FC_LAYERS_SIZE = 256  # five types need far less than COCO's 1024
-    # The RPN's 512-wide conv and the mask head's 256-wide convs were most of each CPU step; at 128 the
-    # step costs about half and held-out mAP50 after 200/400/600 steps was 0.955/0.961/0.997 (bench/RESULTS.md).
+    # The RPN's 512-wide conv and the mask head's 256-wide convs are most of each CPU step; at 128 the step
+    # is far cheaper and the heads learn as well per step.
     RPN_CONV_CHANNELS = 128
     MASK_HEAD_CHANNELS = 128
     RPN_TRAIN_ANCHORS_PER_IMAGE = 64
@@ -51,10 +54,10 @@ class DemoConfig(LiscConfig):
     TRAIN_ROIS_PER_IMAGE = 32  # ~10 positive slots per image for 1-4 cells
     MAX_GT_INSTANCES = 8
     DETECTION_MAX_INSTANCES = 10
-    # From random weights Adam reaches in 2 minutes what SGD (Matterport's) reaches in 6 (bench/RESULTS.md).
+    # From random weights Adam learns several times faster than SGD (Matterport's).
     OPTIMIZER = "adam"
     LEARNING_RATE = 0.001
-    STEPS_PER_EPOCH = 50  # the BatchNorm recomputation at each epoch end then costs ~8% of the time
+    STEPS_PER_EPOCH = 50  # long enough that the BatchNorm recomputation at each epoch end costs little
     VALIDATION_STEPS = 1  # the held-out set is scored separately; one batch keeps val_loss for the curve
 
 
@@ -126,14 +129,16 @@ def _keep_last_checkpoint(run_dir):
 
 
 def _detect_and_report(model, dataset, output, metrics, started, echo, extra=()):
-    """Detect the held-out images (overlays, counts), write metrics.json and print where everything is."""
+    """Detect the held-out images (overlays, counts, cells.csv), write metrics.json and print where everything is."""
     from mrcnn_tf.inference.detect_folder import run_detect
+    from mrcnn_tf.wbc.morphometry import CellTable
 
     metrics_path = output / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=1, default=_json_default))
     inputs = [pathlib.Path(dataset.image_info[i]["path"]) for i in dataset.image_ids]
     detections_dir = output / "detections"
-    counts = run_detect(model, inputs, detections_dir, dataset.class_names, echo=lambda line: None)
+    counts = run_detect(model, inputs, detections_dir, dataset.class_names, echo=lambda line: None,
+                        cell_table=CellTable(dataset.class_names))
     total = time.perf_counter() - started
     echo(f"\ndone in {total / 60:.1f} min. Held-out mask mAP50 {_fmt(metrics['mAP50'])}, COCO segm AP "
          f"{_fmt(metrics['AP'])}, typing accuracy {_fmt(metrics['accuracy'])} ({metrics['dataset']})")
@@ -142,6 +147,7 @@ def _detect_and_report(model, dataset, output, metrics, started, echo, extra=())
         echo(f"  {name + ':':19} {path}")
     echo(f"  overlays:           {detections_dir}/*_overlay.png ({len(inputs)} images)")
     echo(f"  differential count: {detections_dir / 'counts.csv'}  {counts['counts']}")
+    echo(f"  per-cell table:     {detections_dir / CellTable.FILE_NAME}")
     return total
 
 
@@ -154,23 +160,22 @@ def check_output(output):
     return path
 
 
-def run_demo(output, epochs=None, seed=0, data_dir=None, echo=print):
+def run_demo(output, epochs=None, seed=0, data_dir=None, config=None, echo=print):
     """`mrcnn-tf demo`: the BCCD-WBC recipe on real smears, from random weights, scored on held-out fields.
 
     Args:
         output: folder for everything (created; must be new or empty).
-        epochs: epochs of 50 steps (default: the recipe's, `presets.SCRATCH_SCHEDULES["bccd"]`).
+        epochs: epochs of 50 steps (default `REAL_DEMO_EPOCHS`).
         seed: seed of weights, data order and augmentation.
         data_dir: a COCO-layout folder with instances_train.json and instances_val.json (default `DEMO_DATA`).
+        config: the configuration to train (default `BccdConfig()`).
         echo: callable for progress lines.
 
     Returns:
         dict of the final metrics (with `dataset`), the checkpoint, the output folder and the seconds taken.
     """
-    from mrcnn_tf.engine.driver import parse_schedule
     from mrcnn_tf.evaluation.evaluate import evaluate_dataset, format_report
     from mrcnn_tf.wbc.bccd import BccdConfig
-    from mrcnn_tf.wbc.presets import scratch_schedule
     from mrcnn_tf.wbc.runs import load_dataset, load_inference_model
 
     started = time.perf_counter()
@@ -179,12 +184,13 @@ def run_demo(output, epochs=None, seed=0, data_dir=None, echo=print):
     if not (data_dir / "annotations" / "instances_train.json").is_file():
         raise MrcnnError(f"{data_dir}: the demo's BCCD-WBC fields are missing (annotations/instances_train.json); "
                          "reinstall mrcnn-tf, or run `mrcnn-tf demo --synthetic`")
-    config = BccdConfig()
-    epochs = epochs or parse_schedule(scratch_schedule("bccd"), config.LEARNING_RATE)[-1][1]
+    config = config or BccdConfig()
+    epochs = epochs or REAL_DEMO_EPOCHS
+    name = DEMO_DATASET_NAME if data_dir == DEMO_DATA else data_dir.name
     train_set, heldout = load_dataset(data_dir, "train"), load_dataset(data_dir, "val")
-    echo(f"mrcnn-tf demo: real smears, BCCD-WBC ({data_dir}, MIT): {train_set.num_images} training fields, "
-         f"{heldout.num_images} held-out fields (its val split; the recipe was tuned on it, so this is a "
-         "development figure)")
+    echo(f"mrcnn-tf demo: real smears, {name} ({data_dir}): {train_set.num_images} training fields, "
+         f"{heldout.num_images} held-out fields (its val split; BccdConfig was tuned on BCCD-WBC's, so there this is "
+         "a development figure)")
     echo(f"[1/3] training {type(config).__name__} ({config.BACKBONE}, {config.IMAGE_MAX_DIM} px) from random "
          f"weights: {epochs} epochs of {config.STEPS_PER_EPOCH} steps, batch {config.BATCH_SIZE}")
     output.mkdir(parents=True, exist_ok=True)
@@ -193,7 +199,7 @@ def run_demo(output, epochs=None, seed=0, data_dir=None, echo=print):
     echo(f"[2/3] held-out evaluation of {checkpoint.name} (types from the colour typer of the run)")
     model, _ = load_inference_model(str(checkpoint), str(output / "logs"), echo=echo)
     metrics = evaluate_dataset(model, heldout)
-    metrics["dataset"] = DEMO_DATASET_NAME
+    metrics["dataset"] = name
     echo(format_report(metrics))
     echo("[3/3] detecting cells in the held-out fields")
     total = _detect_and_report(model, heldout, output, metrics, started, echo, [("checkpoint", checkpoint)])

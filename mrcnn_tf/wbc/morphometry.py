@@ -367,3 +367,45 @@ def _qupath_properties(given):
     if metadata:
         properties["metadata"] = metadata
     return properties
+
+
+class CellTable:
+    """What `mrcnn-tf detect` measures and writes per cell, handed to `inference.detect_folder.run_detect`.
+
+    Args:
+        class_names: names by class id, 0 = BG.
+        pixel_size: micrometres per pixel, or None for pixels.
+        geojson: also write one QuPath GeoJSON FeatureCollection per image.
+    """
+
+    FILE_NAME = "cells.csv"
+
+    def __init__(self, class_names, pixel_size=None, geojson=False):
+        _scale(pixel_size)  # a bad size fails before any image is read
+        self.class_names, self.pixel_size, self.geojson = list(class_names), pixel_size, bool(geojson)
+
+    def rows(self, image_name, image, result):
+        """One JSON-able row per detected cell: image, cell id, type, score, box and `measure_cell`'s measures."""
+        masks, nuclei = result["masks"], result.get("nucleus_masks")
+        rows = []
+        for i in range(masks.shape[-1]):
+            # A detection whose mask came out empty keeps its row (the counts have it), with nothing to measure.
+            row = (measure_cell(image, masks[..., i], None if nuclei is None else nuclei[..., i], self.pixel_size)
+                   if masks[..., i].any() else {"unit": "um" if self.pixel_size else "px", "cell_area": 0.0})
+            y1, x1, y2, x2 = (int(v) for v in result["rois"][i])
+            rows.append({"image": image_name, "cell_id": i + 1, "type": self.class_names[int(result["class_ids"][i])],
+                         "score": float(result["scores"][i]), "y1": y1, "x1": x1, "y2": y2, "x2": x2,
+                         **{k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()}})
+        return rows
+
+    def write_geojson(self, path, result, rows):
+        """The image's cells (and nuclei) as QuPath cell objects, typed, with their measures (empty masks left out)."""
+        keep = [i for i in range(result["masks"].shape[-1]) if result["masks"][..., i].any()]
+        nuclei = result.get("nucleus_masks")
+        return write_geojson(path, geojson_features(result["masks"][..., keep],
+                                                    None if nuclei is None else nuclei[..., keep],
+                                                    [rows[i] for i in keep]))
+
+    def write(self, path, rows):
+        """cells.csv: every cell of the run, in input order."""
+        return write_cells_csv(path, rows)

@@ -25,7 +25,7 @@ DEFAULT_PRESET = "lisc"
 # `mrcnn-tf train --weights none` without --schedule: the preset's SCRATCH_SCHEDULES entry, else this.
 DEFAULT_SCRATCH_SCHEDULE = "all:40"
 SCRATCH_SCHEDULES = {
-    "bccd": "all:16",  # 800 seeded steps, BccdConfig's measured recipe (bench/RESULTS.md, "BCCD-WBC")
+    "bccd": "all:16",  # 800 seeded steps, BccdConfig's recipe (measured: bench/RESULTS.md)
 }
 
 

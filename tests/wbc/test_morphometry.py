@@ -300,3 +300,25 @@ def test_class_colours_are_fixed_by_the_name():
     features = geojson_features(cells, properties=[{"type": "Monocyte"}, {"type": "Monocyte"}])
     assert features[0]["properties"]["classification"] == features[1]["properties"]["classification"]
     assert features[0]["properties"]["classification"]["color"] in [list(c) for c in morphometry._PALETTE]
+
+
+def test_cell_table_rows_keep_every_detection_and_measure_its_nucleus(tmp_path):
+    from mrcnn_tf.wbc.morphometry import CellTable
+
+    image = np.full((40, 60, 3), 200, np.uint8)
+    yy, xx = np.mgrid[:40, :60]
+    cell = (yy - 20) ** 2 + (xx - 20) ** 2 < 100
+    nucleus = (yy - 20) ** 2 + (xx - 20) ** 2 < 25
+    masks = np.stack([cell, np.zeros_like(cell)], -1)  # the second detection's mask came out empty
+    result = {"rois": np.array([[10, 10, 30, 30], [5, 40, 9, 44]]), "class_ids": np.array([5, 2]),
+              "scores": np.array([0.9, 0.2]), "masks": masks, "nucleus_masks": np.stack([nucleus, nucleus], -1)}
+    table = CellTable(["BG", "Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"], geojson=True)
+    rows = table.rows("a.png", image, result)
+    assert [(r["cell_id"], r["type"], r["y2"]) for r in rows] == [(1, "Neutrophil", 30), (2, "Eosinophil", 9)]
+    assert rows[0]["nc_ratio"] == pytest.approx(nucleus.sum() / cell.sum())
+    assert rows[1]["cell_area"] == 0.0 and "nc_ratio" not in rows[1]
+    json.dumps(rows)  # journal records hold them
+    assert table.write_geojson(tmp_path / "a.geojson", result, rows) == 1  # the empty mask has no outline
+    assert table.write(tmp_path / "cells.csv", rows) == 2
+    with pytest.raises(MrcnnError):
+        CellTable(["BG"], pixel_size=-1.0)
