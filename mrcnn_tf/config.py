@@ -31,7 +31,7 @@ LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox
 
 
 class Config:
-    """Base configuration; every attribute keeps Matterport's name and default (reference §3)."""
+    """Base configuration; every attribute keeps Matterport's name and default."""
 
     NAME = None  # Override in sub-classes
     GPU_COUNT = 1
@@ -88,7 +88,7 @@ class Config:
     }
     USE_RPN_ROIS = True
     # False: frozen BN (inference statistics), Matterport's default for fine-tuning. None or True:
-    # BN trains. A network started from random weights needs it on (DESIGN §7).
+    # BN trains. A network started from random weights needs it on: frozen, it would have no normalisation at all.
     TRAIN_BN = False
     GRADIENT_CLIP_NORM = 5.0
     # mrcnn_tf additions (not in Matterport).
@@ -131,6 +131,8 @@ class Config:
     XLA = False  # XLA auto-clustering during `train` (whole-graph jit_compile fails: NMS has no XLA kernel)
     # Set by MaskRCNN when it builds (the CPU backend's choices there); saved in the JSON, never read back.
     CPU_KERNELS = None
+    # What `mrcnn-tf train` measured in the training data and chose from it when no --config was given.
+    FINGERPRINT = None
 
     def __init__(self):
         self.refresh()

@@ -1,4 +1,4 @@
-"""LISC white-blood-cell data: `LiscConfig` and `LiscDataset` (DESIGN §5).
+"""LISC white-blood-cell data: `LiscConfig` and `LiscDataset` (the README's "Real LISC data").
 
 Two layouts load with one call, ``LiscDataset().load_lisc(dataset_dir, subset)``:
 

@@ -117,7 +117,8 @@ def test_train_errors_on_coco_folders_are_one_line(tmp_path, capsys):
     # Other categories than LISC's: the dataset decides NUM_CLASSES, the user sets it.
     cats = [{"id": 1, "name": "cell"}, {"id": 2, "name": "platelet"}]
     root = two_subsets(tmp_path / "own", cats)
-    code, _, err = run_cli(["train", "--dataset", root, "--weights", "none", "--logs", logs], capsys)
+    code, _, err = run_cli(["train", "--dataset", root, "--weights", "none", "--config", "lisc", "--logs", logs],
+                           capsys)
     one_line_error(code, err, "Error: NUM_CLASSES is 6 (--set or the lisc preset) but the dataset has 3 classes "
                               "(BG, cell, platelet): pass --set NUM_CLASSES=3")
     # train validates on instances_val.json: without it, say so.
@@ -150,3 +151,32 @@ def test_named_subsets_need_a_coco_folder(tmp_path, capsys):
     (tmp_path / "smears" / "images").mkdir(parents=True)
     code, _, err = run_cli(["evaluate", "--dataset", tmp_path / "smears", "--logs", tmp_path], capsys)
     one_line_error(code, err, f"Error: {tmp_path / 'smears'}: has images/ but no annotations/ folder")
+
+
+def test_fingerprint_prints_what_train_would_choose(capsys):
+    from helpers_coco import BCCD_FIELDS
+
+    code, out, err = run_cli(["fingerprint", str(BCCD_FIELDS)], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("Fingerprint: 4 training images, 5 cells, types Basophil 1, Eosinophil 1")
+    assert any(line.startswith("IMAGE_MAX_DIM") and " 320 " in line for line in lines)
+    assert any(line.startswith("NUM_CLASSES") and " 6 " in line for line in lines)
+
+
+def test_train_without_a_preset_configures_itself_from_the_data(tmp_path, capsys, monkeypatch):
+    """--weights none and no --config: the fingerprint's table is printed and its settings reach the run."""
+    from helpers_coco import BCCD_FIELDS
+
+    from mrcnn_tf.wbc import training_run
+
+    seen = {}
+    monkeypatch.setattr(training_run, "train_run", lambda config, *a, **k: seen.update(config=config, stages=a[3]) or
+                        type("Run", (), {"chief": False})())
+    code, out, err = run_cli(["train", "--dataset", str(BCCD_FIELDS), "--weights", "none", "--logs",
+                              str(tmp_path / "logs"), "--set", "IMAGES_PER_GPU=2"], capsys)
+    assert code == 0, err
+    assert "Fingerprint: 4 training images" in out and "MOSAIC_TILES" in out
+    config = seen["config"]
+    assert config.NAME == "wbc" and config.IMAGE_MAX_DIM == 320 and config.IMAGES_PER_GPU == 2  # --set on top
+    assert config.FINGERPRINT["choices"][0]["key"] == "NUM_CLASSES" and seen["stages"][0][0] == "all"

@@ -1,4 +1,4 @@
-"""`mrcnn-tf`: one Click group for synth, train, evaluate, detect, demo and export (DESIGN §2).
+"""`mrcnn-tf`: one Click group for synth, fingerprint, train, evaluate, detect, demo and export.
 
 User errors (`MrcnnError`) print one line and exit 2 without a traceback; ``mrcnn-tf --debug <command>``
 shows it. Warnings print as one ``Warning: ...`` line.
@@ -176,5 +176,7 @@ register("synth", "mrcnn_tf.cli.synth", "synth", "Write a synthetic blood-smear 
 register("train", "mrcnn_tf.cli.train", "train", "Train on a LISC- or COCO-layout dataset (staged schedule).")
 register("evaluate", "mrcnn_tf.cli.evaluate", "evaluate", "Score a checkpoint: mAP50, COCO AP, per-class AP, accuracy.")
 register("detect", "mrcnn_tf.cli.detect", "detect", "Find and type cells in images: overlays, COCO JSON, counts.")
-register("demo", "mrcnn_tf.cli.demo", "demo", "Synthesize, train, evaluate and detect end to end on the CPU.")
+register("demo", "mrcnn_tf.cli.demo", "demo", "Train on real smears from scratch, score held-out fields, detect.")
+register("fingerprint", "mrcnn_tf.cli.fingerprint", "fingerprint",
+         "Measure a dataset and print the settings train would choose from it.")
 register("export", "mrcnn_tf.cli.export", "export", "Export a checkpoint as a SavedModel with a serving signature.")

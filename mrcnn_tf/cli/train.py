@@ -36,6 +36,16 @@ def _prepare_config(choice, overrides, preset=None):
 _schedule_text = schedule_text
 
 
+def _fingerprinted(train_set, overrides):
+    """No --config with --weights none: the CPU recipe with what the training data decides (printed), --set on top."""
+    from mrcnn_tf.wbc.fingerprint import fingerprint, format_plan, planned_config
+
+    fp = fingerprint(train_set)
+    config, schedule, choices, warnings = planned_config(fp)
+    click.echo(format_plan(fp, choices, warnings))
+    return config.apply_overrides(list(overrides)), schedule
+
+
 @click.command("train")
 # No exists=True: the dataset loader's own message says what a dataset folder holds and how to make one.
 @click.option("--dataset", "dataset_dir", required=True, type=click.Path(file_okay=False),
@@ -46,7 +56,8 @@ _schedule_text = schedule_text
 @click.option("--logs", default="logs", show_default=True, type=click.Path(file_okay=False),
               help="Folder for run folders (checkpoints, CSV and TensorBoard logs).")
 @click.option("--config", "preset", default=None, metavar="NAME",
-              help=f"Named config preset: {', '.join(PRESETS)} (default {DEFAULT_PRESET}); --set applies on top.")
+              help=f"Named config preset: {', '.join(PRESETS)}; --set applies on top. Default: with --weights none, "
+                   f"settings measured from the training data (see `mrcnn-tf fingerprint`); else {DEFAULT_PRESET}.")
 @click.option("--schedule", default=None, metavar="STAGE:EPOCHS[@LR],...",
               help=f"Stages in order with cumulative epochs; STAGE is one of {', '.join(STAGES)}. "
                    f"Default {DEFAULT_SCHEDULE} ({SCRATCH_SCHEDULE} with --weights none, or the preset's: "
@@ -61,6 +72,7 @@ _schedule_text = schedule_text
 @click.option("--verbose", is_flag=True, help="Also list the trainable layers of each stage and Keras' own progress.")
 def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrides, seed, no_augment, verbose):
     """Train Mask R-CNN on a LISC- or COCO-layout dataset in stages (heads, then all layers)."""
+    from mrcnn_tf.config import Config
     from mrcnn_tf.engine.checkpoints import WEIGHTS_KEYWORDS, resolve_weights
     from mrcnn_tf.weights.matterport_h5 import check_weights_file
     from mrcnn_tf.wbc.training_run import (check_class_count, interrupt_on_sigterm, load_train_val, plan_stages,
@@ -69,9 +81,16 @@ def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrid
     choice = resolve_weights(weights, logs, accepted=WEIGHTS_KEYWORDS)
     if choice.path is not None:
         check_weights_file(choice.path)  # a damaged file fails before the dataset load and the (slow) model build
-    config = _prepare_config(choice, overrides, preset)
-    stages = plan_stages(config, choice, schedule, preset, later_lr_factor)
-    train_set, val_set = load_train_val(dataset_dir)
+    if preset is None and choice.kind == "none":  # from scratch, no preset: the data decides (wbc/fingerprint.py)
+        if schedule:
+            plan_stages(Config(), choice, schedule)  # a bad or heads-first --schedule fails before the data loads
+        train_set, val_set = load_train_val(dataset_dir)
+        config, planned = _fingerprinted(train_set, overrides)
+        stages = plan_stages(config, choice, schedule or planned, None, later_lr_factor)
+    else:
+        config = _prepare_config(choice, overrides, preset)
+        stages = plan_stages(config, choice, schedule, preset, later_lr_factor)
+        train_set, val_set = load_train_val(dataset_dir)
     check_class_count(train_set, config, choice, preset)
     interrupt_on_sigterm()
     keras_output = (1 if sys.stdout.isatty() else 2) if verbose else 0

@@ -1,6 +1,6 @@
 """The LISC file format: folders, grey codes, image/mask readers, a BMP writer and the mask decoder.
 
-Facts (DESIGN §5): images are 720x576 24-bit BMPs at ``Main Dataset/<folder>/<n>.bmp``; expert
+Facts, checked on the real files: images are 720x576 24-bit BMPs at ``Main Dataset/<folder>/<n>.bmp``; expert
 masks are 712x568 8-bit grey BMPs at ``Ground Truth Segmentation/<folder>/areaforexpert1/<n>_expert.bmp``,
 4 px smaller on every side. Grey levels code type and compartment. Everything here is numpy + Pillow,
 so the synthetic generator and the CLI load without TensorFlow.
@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mrcnn_tf.errors import DatasetError
 
-# Internal class ids (DESIGN §2): 0 is BG.
+# Internal class ids: 0 is BG.
 CLASS_NAMES = ("Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil")
 # LISC's folder names, in its own spelling, and the class each holds (`mixt`: several types).
 FOLDERS = {"Baso": 1, "eosi": 2, "lymp": 3, "mono": 4, "neut": 5, "mixt": None}

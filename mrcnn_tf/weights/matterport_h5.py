@@ -6,7 +6,7 @@ every shape, and only then assigns: a file that does not fit raises a one-line `
 and leaves the model untouched. It never unpickles anything; `.keras` archives are read for their
 weights only (their config is never deserialized).
 
-File layouts (DESIGN §6):
+File layouts (weights/README.md):
 - Keras-2 h5: root attribute `layer_names`; one group per layer with attribute `weight_names`;
   a nested model (`rpn_model`) is one group holding its inner layers' weights; a TimeDistributed
   layer stores its inner weights under the wrapper's name. Per layer: trainable then
