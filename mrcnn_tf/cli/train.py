@@ -81,7 +81,8 @@ def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrid
     choice = resolve_weights(weights, logs, accepted=WEIGHTS_KEYWORDS)
     if choice.path is not None:
         check_weights_file(choice.path)  # a damaged file fails before the dataset load and the (slow) model build
-    if preset is None and choice.kind == "none":  # from scratch, no preset: the data decides (wbc/fingerprint.py)
+    self_configured = preset is None and choice.kind == "none"
+    if self_configured:  # from scratch, no preset: the data decides (wbc/fingerprint.py)
         if schedule:
             plan_stages(Config(), choice, schedule)  # a bad or heads-first --schedule fails before the data loads
         train_set, val_set = load_train_val(dataset_dir)
@@ -96,6 +97,7 @@ def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrid
     keras_output = (1 if sys.stdout.isatty() else 2) if verbose else 0
     run = train_run(config, train_set, val_set, logs, stages, choice=choice, seed=seed, augment=not no_augment,
                     verbose=keras_output, list_layers=verbose, echo=click.echo,
-                    run_info={"weights": str(weights), "config": preset, "dataset": str(dataset_dir)})
+                    run_info={"weights": str(weights), "config": "fingerprint" if self_configured else preset,
+                              "dataset": str(dataset_dir)})
     done = run.checkpoints() if run.chief else ["none by this worker (the chief writes them)"]
     click.echo(f"Done: {done[-1] if done else 'no checkpoint written'}")

@@ -76,10 +76,14 @@ class TypingScore:
         return int(self.confusion.sum())
 
     @property
+    def correct(self):
+        """Number of ground-truth cells whose best-matching detection has the right type."""
+        return int(np.trace(self.confusion[1:, 1:]))
+
+    @property
     def accuracy(self):
         """Share of ground-truth cells whose best-matching detection has the right type (0 if no cells)."""
-        correct = int(np.trace(self.confusion[1:, 1:]))
-        return correct / self.cells if self.cells else 0.0
+        return self.correct / self.cells if self.cells else 0.0
 
     @property
     def mean_dice(self):

@@ -8,6 +8,7 @@ import numpy as np
 
 from mrcnn_tf.evaluation.classification import TypingScore, format_confusion
 from mrcnn_tf.evaluation.coco import CocoEvaluator
+from mrcnn_tf.evaluation.intervals import bootstrap_interval, wilson_interval
 from mrcnn_tf.evaluation.matching import COCO_IOU_THRESHOLDS, compute_ap
 from mrcnn_tf.ops.boxes import extract_bboxes
 
@@ -55,7 +56,8 @@ def evaluate_dataset(model, dataset, image_ids=None, progress=None, iou_threshol
         ``per_class_bbox``; ``accuracy`` (share of ground-truth cells whose best-matching detection
         has the right type); ``per_class_accuracy``; ``dice`` (mean Dice of paired masks);
         ``confusion_matrix`` ({"labels": [...], "rows": counts, row = true type, column = detected
-        type, last column = missed}); ``cells`` and ``detections`` counts.
+        type, last column = missed}); ``cells`` and ``detections`` counts; ``mAP50_ci95`` (bootstrap over the
+        images) and ``accuracy_ci95`` (Wilson, over the cells), 95 % intervals [lo, hi] or None.
     """
     ids = list(dataset.image_ids if image_ids is None else image_ids)
     class_names = list(dataset.class_names)
@@ -98,12 +100,14 @@ def evaluate_dataset(model, dataset, image_ids=None, progress=None, iou_threshol
         "cells": typing.cells,
         "detections": detections,
         "mAP50": _mean(ap50),
+        "mAP50_ci95": bootstrap_interval(ap50),
         "mAP50_95": _mean(ap_range),
         "AP": segm["AP"], "AP50": segm["AP50"], "AP75": segm["AP75"], "AR": segm["AR100"],
         "bbox_AP": bbox["AP"], "bbox_AP50": bbox["AP50"], "bbox_AP75": bbox["AP75"], "bbox_AR": bbox["AR100"],
         "per_class": per_class,
         "per_class_bbox": per_class_bbox,
         "accuracy": typing.accuracy,
+        "accuracy_ci95": wilson_interval(typing.correct, typing.cells),
         "per_class_accuracy": {class_names[k]: v for k, v in typing.per_class_recall().items()},
         "dice": typing.mean_dice,
         "confusion_matrix": {"labels": labels, "rows": rows},
@@ -129,6 +133,9 @@ def format_report(results):
             ("typing accuracy", results["accuracy"]), ("Dice of matched masks", results["dice"])]
     width = max(len(name) for name, _ in rows) + 2
     lines += [name.ljust(width) + _fmt(value) for name, value in rows]
+    for key, name in (("mAP50_ci95", "mAP50"), ("accuracy_ci95", "typing accuracy")):
+        if results.get(key):
+            lines.append(f"{name} 95% interval".ljust(width) + "{:.3f}-{:.3f}".format(*results[key]))
     lines += ["", "class".ljust(width) + "AP50 segm".rjust(10) + "AP50 bbox".rjust(10) + "accuracy".rjust(10)]
     for name, value in results["per_class"].items():
         lines.append(name.ljust(width) + _fmt(value).rjust(10) + _fmt(results["per_class_bbox"].get(name)).rjust(10)
