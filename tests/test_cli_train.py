@@ -14,7 +14,8 @@ from helpers_model import tiny_config
 
 from mrcnn_tf.engine.checkpoints import WeightsChoice, save_checkpoint
 from mrcnn_tf.cli import main
-from mrcnn_tf.cli.train import _schedule_text, parse_schedule
+from mrcnn_tf.engine.driver import parse_schedule
+from mrcnn_tf.wbc.training_run import schedule_text as _schedule_text
 from mrcnn_tf.data import lisc_format as fmt
 from mrcnn_tf.data.pipeline import DataGenerator
 from mrcnn_tf.errors import ConfigError

@@ -20,20 +20,15 @@ import sys
 
 import click
 
-from mrcnn_tf.engine.driver import DEFAULT_SCHEDULE, RUN_FILE, STAGES, parse_schedule  # noqa: F401
+from mrcnn_tf.engine.driver import DEFAULT_SCHEDULE, STAGES
 from mrcnn_tf.wbc.presets import DEFAULT_PRESET, DEFAULT_SCRATCH_SCHEDULE, PRESETS, SCRATCH_SCHEDULES
-from mrcnn_tf.wbc.training_run import prepare_config, schedule_text
-
-SCRATCH_SCHEDULE = DEFAULT_SCRATCH_SCHEDULE  # from random weights, unless the preset names its own
+from mrcnn_tf.wbc.training_run import prepare_config
 
 
 def _prepare_config(choice, overrides, preset=None):
     """`prepare_config` with its notes on the terminal."""
     return prepare_config(choice, overrides, preset, echo=lambda line: click.echo(line, err=line.startswith(
         ("Warning", "Note: --config"))))
-
-
-_schedule_text = schedule_text
 
 
 def _fingerprinted(train_set, overrides):
@@ -56,13 +51,14 @@ def _fingerprinted(train_set, overrides):
 @click.option("--logs", default="logs", show_default=True, type=click.Path(file_okay=False),
               help="Folder for run folders (checkpoints, CSV and TensorBoard logs).")
 @click.option("--config", "preset", default=None, metavar="NAME",
-              help=f"Named config preset: {', '.join(PRESETS)}; --set applies on top. Default: with --weights none, "
-                   f"settings measured from the training data (see `mrcnn-tf fingerprint`); else {DEFAULT_PRESET}.")
+              help=f"Named config preset: {', '.join(PRESETS)} (default {DEFAULT_PRESET}), except with --weights "
+                   "none, where no --config means settings measured from the training data (`mrcnn-tf fingerprint`); "
+                   "--set applies on top.")
 @click.option("--schedule", default=None, metavar="STAGE:EPOCHS[@LR],...",
               help=f"Stages in order with cumulative epochs; STAGE is one of {', '.join(STAGES)}. "
-                   f"Default {DEFAULT_SCHEDULE} ({SCRATCH_SCHEDULE} with --weights none, or the preset's: "
+                   f"Default {DEFAULT_SCHEDULE}; with --weights none the fingerprint's (no --config), the preset's ("
                    + ", ".join(f"{s} for {name}" for name, s in SCRATCH_SCHEDULES.items())
-                   + "; a resumed run keeps its own).")
+                   + f") or {DEFAULT_SCRATCH_SCHEDULE}; a resumed run keeps its own.")
 @click.option("--later-lr-factor", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Learning rate of stages after the first = LEARNING_RATE x this (e.g. 0.1).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
