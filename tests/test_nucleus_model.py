@@ -162,11 +162,16 @@ def test_training_graph_trains_the_nucleus_head(tmp_path):
 
 
 def test_train_run_refuses_a_training_set_without_nuclei(tmp_path):
-    from mrcnn_tf.wbc.training_run import train_run
+    from mrcnn_tf.wbc.training_run import check_nucleus_masks, train_run
 
-    with pytest.raises(ConfigError, match=r"training set \(cells-data\) has no nucleus masks.*--set NUCLEUS_MASKS=false"):
+    refusal = r"training set \(cells-data\) has no nucleus masks.*--set NUCLEUS_MASKS=false"
+    with pytest.raises(ConfigError, match=refusal):
         train_run(nucleus_config(), CellsDataset(has_nucleus=False), CellsDataset(), tmp_path, [("all", 1, 1e-3)],
                   run_info={"dataset": "cells-data"}, echo=lambda *_: None)
+    with pytest.raises(ConfigError, match=r"training set \(CellsDataset\) has no nucleus masks"):
+        check_nucleus_masks(CellsDataset(has_nucleus=False), nucleus_config())
+    check_nucleus_masks(CellsDataset(has_nucleus=False), tiny_config())  # off: nothing to check
+    check_nucleus_masks(CellsDataset(), nucleus_config())
     assert not any(tmp_path.iterdir())  # refused before any model or run folder
 
 

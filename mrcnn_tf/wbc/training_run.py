@@ -152,8 +152,9 @@ def check_nucleus_masks(dataset, config, name=None):
     """Refuse NUCLEUS_MASKS on a training set without nucleus masks (its `has_nucleus` is not True)."""
     if not config.NUCLEUS_MASKS or getattr(dataset, "has_nucleus", False) is True:
         return
-    name = name or (f"{type(dataset).__name__} of {dataset.image_reference(dataset.image_ids[0])}"
-                    if len(getattr(dataset, "image_ids", ())) else type(dataset).__name__)
+    if not name:
+        first = dataset.image_reference(dataset.image_ids[0]) if len(getattr(dataset, "image_ids", ())) else None
+        name = type(dataset).__name__ + (f" of {first}" if first else "")
     raise ConfigError(f"NUCLEUS_MASKS is on but the training set ({name}) has no nucleus masks (COCO 'nucleus' "
                       "segmentations or LISC grey codes): pass --set NUCLEUS_MASKS=false")
 
