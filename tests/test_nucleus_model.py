@@ -132,6 +132,8 @@ def test_mosaic_and_generator_carry_nuclei():
     assert x[7][0, :, :, :count].any(axis=(0, 1)).all() and not x[7][0, :, :, count:].any()
     assert np.all(x[7] <= x[6])
     assert len(DataGenerator(dataset, tiny_config(), shuffle=False).inputs(0)) == 7
+    with pytest.raises(DatasetError, match="CellsDataset has no nucleus masks.*--set NUCLEUS_MASKS=false"):
+        DataGenerator(CellsDataset(has_nucleus=False), config)  # at once, not in the first batch
 
 
 # ---------------------------------------------------------------------- training

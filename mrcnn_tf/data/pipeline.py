@@ -89,6 +89,10 @@ class DataGenerator(keras.utils.PyDataset):
         if self.image_ids.size == 0:
             raise DatasetError("the dataset has no image with an instance: check the masks (or call "
                                "dataset.prepare() after loading)")
+        if getattr(config, "NUCLEUS_MASKS", False) and getattr(dataset, "has_nucleus", False) is not True:
+            raise DatasetError(f"Config.NUCLEUS_MASKS is on but {type(dataset).__name__} has no nucleus masks "
+                               "(has_nucleus is not True; COCO 'nucleus' segmentations or LISC grey codes give "
+                               "them): train with --set NUCLEUS_MASKS=false")
         self.steps = int(steps) if steps else math.ceil(self.image_ids.size / self.batch_size)
         self._anchors = {}
         # Loaded and resized images by id between epochs (Config.IMAGE_CACHE_MB; data/image_cache.py).
