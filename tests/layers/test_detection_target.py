@@ -325,3 +325,23 @@ def test_nucleus_targets_in_functional_model_and_config(rng):
                                                 nuclei[None]], verbose=0)
     want = ref_detection_targets(PROPOSALS, GT_CLASS_IDS, GT_BOXES, nuclei, 12, 0.33, True)
     assert_masks_match(got[4][0], want[3])
+
+
+@pytest.mark.parametrize("mini", [True, False])
+def test_nucleus_targets_of_sampled_rois(rng, mini):
+    """With sampling (more positives than slots), each chosen positive ROI's nucleus target is the crop of its
+    GT cell's nucleus; negatives and padding are zero."""
+    images = []
+    for _ in range(3):
+        proposals, class_ids, gt_boxes, masks = random_image(rng, mini)
+        images.append((proposals, class_ids, gt_boxes, masks, masks & gt_masks(rng, mini)))
+    outputs = run(layer(16, 0.25, mini, nucleus_masks=True), *images)
+    for b, (proposals, class_ids, gt_boxes, masks, nuclei) in enumerate(images):
+        rois, ids, _, got_masks, got_nuclei = (o[b] for o in outputs)
+        n_pos = int(np.count_nonzero(ids))
+        assert n_pos == 4  # the positive cap: sampled
+        _, _, _, gt = ref_split(proposals, class_ids, gt_boxes, nuclei)
+        want_ids, _, want_nuclei = ref_positive_targets(rois[:n_pos], gt, mini)
+        np.testing.assert_array_equal(ids[:n_pos], want_ids)
+        assert_masks_match(got_nuclei[:n_pos], want_nuclei)
+        assert np.all(got_nuclei <= got_masks) and not got_nuclei[n_pos:].any()
