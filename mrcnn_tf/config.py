@@ -28,6 +28,8 @@ LOOSE_TYPES = ("MIXED_PRECISION", "TRAIN_BN", "IMAGE_MIN_SCALE", "GRADIENT_CLIP_
 # The colour typer's feature sets (mrcnn_tf.wbc.colour_typing builds its features under these names).
 COLOUR_TYPING_FEATURE_SETS = ("colour", "colour+compartments")
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
+# The sixth loss, only with NUCLEUS_MASKS: its LOSS_WEIGHTS entry is optional (1.0 when absent).
+NUCLEUS_LOSS_NAME = "mrcnn_nucleus_mask_loss"
 
 
 class Config:
@@ -128,6 +130,10 @@ class Config:
     # model's training step: DemoConfig narrows them.
     RPN_CONV_CHANNELS = 512
     MASK_HEAD_CHANNELS = 256
+    # True: the mask head also predicts each detection's nucleus (a one-channel, class-agnostic 28x28 mask,
+    # layer `mrcnn_nucleus_mask`), trained with `mrcnn_nucleus_mask_loss` on datasets with nucleus masks
+    # (`has_nucleus`), and `detect` results gain `nucleus_masks`. False: the graphs, weights and outputs of Matterport.
+    NUCLEUS_MASKS = False
     XLA = False  # XLA auto-clustering during `train` (whole-graph jit_compile fails: NMS has no XLA kernel)
     # Set by MaskRCNN when it builds (the CPU backend's choices there); saved in the JSON, never read back.
     CPU_KERNELS = None
@@ -149,6 +155,9 @@ class Config:
             self.IMAGE_SHAPE = np.array([self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM, self.IMAGE_CHANNEL_COUNT])
         # image_id(1) + original shape(3) + molded shape(3) + window(4) + scale(1) + active ids(NUM_CLASSES)
         self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
+        if self.NUCLEUS_MASKS and NUCLEUS_LOSS_NAME not in self.LOSS_WEIGHTS:
+            # A new dict on the instance (never the class default): the run's JSON records the weight used.
+            self.LOSS_WEIGHTS = {**self.LOSS_WEIGHTS, NUCLEUS_LOSS_NAME: 1.0}
         return self
 
     # ------------------------------------------------------------------ validation
@@ -223,8 +232,9 @@ class Config:
         if not _numbers(self.MINI_MASK_SHAPE) or len(self.MINI_MASK_SHAPE) != 2 \
                 or any(int(s) != s or s < 1 for s in self.MINI_MASK_SHAPE):
             fail("MINI_MASK_SHAPE", "use two positive sizes such as (56, 56)")
-        if not isinstance(self.LOSS_WEIGHTS, dict) or set(self.LOSS_WEIGHTS) != set(LOSS_NAMES):
-            fail("LOSS_WEIGHTS", f"give a weight for exactly these losses: {', '.join(LOSS_NAMES)}")
+        if not isinstance(self.LOSS_WEIGHTS, dict) or set(self.LOSS_WEIGHTS) - {NUCLEUS_LOSS_NAME} != set(LOSS_NAMES):
+            fail("LOSS_WEIGHTS", f"give a weight for exactly these losses: {', '.join(LOSS_NAMES)} "
+                                 f"(and optionally {NUCLEUS_LOSS_NAME})")
         if any(not _is_number(w) or w < 0 for w in self.LOSS_WEIGHTS.values()):
             fail("LOSS_WEIGHTS", "weights are numbers >= 0")
         if not _is_number(self.LEARNING_RATE) or self.LEARNING_RATE <= 0:
@@ -256,7 +266,7 @@ class Config:
         if self.MIXED_PRECISION not in (False, True, "mixed_float16", "mixed_bfloat16") \
                 or not isinstance(self.MIXED_PRECISION, (bool, str)):
             fail("MIXED_PRECISION", "use False, True (mixed_float16), 'mixed_float16' or 'mixed_bfloat16'")
-        for name in ("XLA", "DETECTION_NMS_CLASS_AGNOSTIC"):
+        for name in ("XLA", "DETECTION_NMS_CLASS_AGNOSTIC", "NUCLEUS_MASKS"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 fail(name, "use true or false")
         value = self.BN_STATS_BATCHES

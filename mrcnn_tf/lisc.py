@@ -26,8 +26,9 @@ import scipy.ndimage
 
 from mrcnn_tf.config import Config
 from mrcnn_tf.data.dataset import Dataset
-from mrcnn_tf.data.lisc_format import (CLASS_NAMES, FOLDERS, class_from_folder, decode_lisc_mask, list_images,
-                                       image_size, natural_key, pad_lisc_mask, read_grey_mask, read_image)
+from mrcnn_tf.data.lisc_format import (CLASS_NAMES, FOLDERS, class_from_folder, decode_lisc_mask,
+                                       decode_lisc_nucleus, list_images, image_size, natural_key, pad_lisc_mask,
+                                       read_grey_mask, read_image)
 from mrcnn_tf.errors import DatasetError
 
 SOURCE = "lisc"
@@ -167,6 +168,35 @@ class LiscDataset(Dataset):
             masks = _components(grey > 0, self._min_area)
             class_ids = np.full([masks.shape[-1]], info["folder_class"], dtype=np.int32)
         return masks, class_ids
+
+    @property
+    def has_nucleus(self):
+        """True when every image is in LISC's layout, whose grey codes draw each cell's nucleus (the WBC
+        layout's masks have no compartments): `load_nucleus_mask` then works on every image."""
+        return bool(self.image_info) and all(info["layout"] == "lisc" for info in self.image_info)
+
+    def load_nucleus_mask(self, image_id):
+        """The nucleus of each instance of `load_mask`, same order and class ids: bool [H, W, N], int32 [N].
+
+        From LISC's grey codes: a cell's nucleus is its pixels at its type's nucleus level (Eosinophil 100,
+        Lymphocyte 150, Monocyte 200, Neutrophil 255; cytoplasm 75/125/175/225). A Basophil is drawn with one
+        level (50) for the whole cell, its granules hiding the nucleus, so its nucleus is the whole cell.
+        With ``instance="nucleus"`` the instances are the nuclei, and each is its own nucleus.
+
+        Raises:
+            DatasetError: a WBC-layout image (its masks have no nucleus level), or a bad mask file.
+        """
+        info = self.image_info[image_id]
+        if info["layout"] != "lisc":
+            raise DatasetError(f"{info['mask_path']}: the WBC layout's masks have no nucleus level; nucleus masks "
+                               "need LISC's grey-coded masks (or train with --set NUCLEUS_MASKS=false)")
+        if self._instance == "nucleus":
+            return self.load_mask(image_id)
+        if info["height"] is None:
+            info["height"], info["width"] = image_size(info["path"])
+        grey = read_grey_mask(info["mask_path"])
+        masks, class_ids = decode_lisc_nucleus(grey, info["mask_path"], min_area=self._min_area)
+        return pad_lisc_mask(masks, (info["height"], info["width"]), info["mask_path"]), class_ids
 
     def image_reference(self, image_id):
         """The image's file path."""

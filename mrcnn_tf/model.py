@@ -167,8 +167,9 @@ class MaskRCNN:
         """Build the Keras model for `mode` (see docs/architecture.md "Graph contract").
 
         Returns:
-            keras.Model: inference -> inputs [image, image_meta, anchors], a list of 7 outputs;
-            training -> `MaskRCNNTrainModel` with 7 inputs and a dict of outputs.
+            keras.Model: inference -> inputs [image, image_meta, anchors], a list of 7 outputs (8 with
+            NUCLEUS_MASKS); training -> `MaskRCNNTrainModel` with 7 inputs (see `build_training_graph`) and a dict
+            of outputs.
         """
         if mode not in MODES:
             raise MrcnnError(f"MaskRCNN.build(mode={mode!r}): use 'training' or 'inference'")
@@ -252,7 +253,7 @@ class MaskRCNN:
                 np.stack([m[2] for m in molded]))
 
     # ------------------------------------------------------------------ detection
-    def unmold_detections(self, detections, mrcnn_mask, original_image_shape, image_shape, window):
+    def unmold_detections(self, detections, mrcnn_mask, original_image_shape, image_shape, window, nucleus_mask=None):
         """Turn one image's network outputs into boxes, ids, scores and full-size masks.
 
         Args:
@@ -262,11 +263,13 @@ class MaskRCNN:
             original_image_shape: (H, W, C) of the image before resizing.
             image_shape: (h, w, C) of the molded image.
             window: (y1, x1, y2, x2) pixel box of the real image inside the molded one.
+            nucleus_mask: optional [D, mh, mw, 1] nucleus probabilities (Config.NUCLEUS_MASKS).
 
         Returns:
             boxes int32 [N, 4] (y1, x1, y2, x2 pixels of the original image, y2/x2 exclusive),
             class_ids int32 [N], scores float32 [N], full_masks bool [H, W, N]. Boxes of zero area
-            are dropped.
+            are dropped. With `nucleus_mask` a fifth, nucleus_masks bool [H, W, N]: unmolded as the
+            masks, and inside them.
         """
         detections = np.asarray(detections)
         padding = np.where(detections[:, 4] == 0)[0]
@@ -289,7 +292,13 @@ class MaskRCNN:
         full_masks = np.zeros((height, width, len(boxes)), dtype=bool)
         for i in range(len(boxes)):
             full_masks[:, :, i] = unmold_mask(masks[i], boxes[i], original_image_shape)
-        return boxes.astype(np.int32), class_ids, scores, full_masks
+        if nucleus_mask is None:
+            return boxes.astype(np.int32), class_ids, scores, full_masks
+        nuclei = np.asarray(nucleus_mask)[:count, :, :, 0][keep]
+        nucleus_masks = np.zeros_like(full_masks)
+        for i in range(len(boxes)):
+            nucleus_masks[:, :, i] = unmold_mask(nuclei[i], boxes[i], original_image_shape) & full_masks[:, :, i]
+        return boxes.astype(np.int32), class_ids, scores, full_masks, nucleus_masks
 
     def predict_molded(self, molded_images, image_metas, anchors):
         """The inference graph's raw outputs for one molded batch (Matterport's output order: detections,
@@ -326,12 +335,15 @@ class MaskRCNN:
         for start in range(0, len(molded_images), step):
             images = molded_images[start:start + step]
             batch_anchors = np.broadcast_to(anchors, (len(images),) + anchors.shape)
-            detections, _, _, mrcnn_mask, _, _, _ = self.predict_molded(images, image_metas[start:start + step],
-                                                                  batch_anchors)
+            outputs = self.predict_molded(images, image_metas[start:start + step], batch_anchors)
+            detections, mrcnn_mask = outputs[0], outputs[3]
+            nucleus = outputs[7] if len(outputs) > 7 else None  # Config.NUCLEUS_MASKS: the 8th output
             for j in range(len(images)):
-                rois, class_ids, scores, masks = self.unmold_detections(
-                    detections[j], mrcnn_mask[j], original_shapes[start + j], image_shape, windows[start + j])
-                results.append({"rois": rois, "class_ids": class_ids, "scores": scores, "masks": masks})
+                unmolded = self.unmold_detections(detections[j], mrcnn_mask[j], original_shapes[start + j],
+                                                  image_shape, windows[start + j],
+                                                  nucleus_mask=None if nucleus is None else nucleus[j])
+                result = dict(zip(("rois", "class_ids", "scores", "masks", "nucleus_masks"), unmolded))
+                results.append(result)
         return results
 
     def detect(self, images, verbose=0):
@@ -343,7 +355,8 @@ class MaskRCNN:
 
         Returns:
             one dict per image, in input order: rois int32 [N, 4] (y1, x1, y2, x2 pixels, y2/x2
-            exclusive), class_ids int32 [N], scores float32 [N], masks bool [H, W, N].
+            exclusive), class_ids int32 [N], scores float32 [N], masks bool [H, W, N]; with
+            Config.NUCLEUS_MASKS also nucleus_masks bool [H, W, N] (each inside its cell's mask).
         """
         self._require_mode("inference", "detect")
         if isinstance(images, np.ndarray) and images.ndim == 3:

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from mrcnn_tf.config import Config
+from mrcnn_tf.config import LOSS_NAMES, Config
 from mrcnn_tf.errors import ConfigError, MrcnnError
 
 # Matterport's table (reference §3, commit 3deaec5), written out independently of config.py.
@@ -72,7 +72,8 @@ BAD_VALUES = [
     ("LOSS_WEIGHTS", {"rpn_class_loss": 1.0}), ("LEARNING_RATE", 0), ("WEIGHT_DECAY", -1e-4),
     ("GRADIENT_CLIP_NORM", 0), ("IMAGE_MIN_SCALE", -1), ("TRAIN_BN", "yes"), ("MIXED_PRECISION", "fp8"),
     ("TRAIN_ROIS_PER_IMAGE", 2), ("LEARNING_MOMENTUM", 2.0), ("DETECTION_NMS_CLASS_AGNOSTIC", "yes"),
-    ("XLA", 1), ("BN_STATS_BATCHES", -1), ("BN_STATS_BATCHES", 2.5),
+    ("XLA", 1), ("BN_STATS_BATCHES", -1), ("BN_STATS_BATCHES", 2.5), ("NUCLEUS_MASKS", "yes"),
+    ("LOSS_WEIGHTS", {**dict.fromkeys(LOSS_NAMES, 1.0), "nucleus_loss": 1.0}),
 ]
 
 

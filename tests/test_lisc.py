@@ -316,3 +316,78 @@ def test_paths_are_pathlib_friendly(small):
     dataset = _load(pathlib.Path(small))
     assert all(" " in str(i["path"]) and "ü" in str(i["path"]) for i in dataset.image_info)
     assert dataset.image_reference(0).endswith(".bmp")
+
+
+# ---------------------------------------------------------------------------------------- nucleus masks
+def _draw_cells():
+    """A hand-drawn LISC mask (568x712, LISC's grey codes) and, per cell, (class id, cell, nucleus) in mask pixels."""
+    grey = np.zeros((568, 712), np.uint8)
+    cells = []
+
+    def cell(class_id, box, nucleus_boxes):
+        y1, x1, y2, x2 = box
+        grey[y1:y2, x1:x2] = fmt.CYTOPLASM_LEVEL[class_id]
+        whole, nucleus = np.zeros(grey.shape, bool), np.zeros(grey.shape, bool)
+        whole[y1:y2, x1:x2] = True
+        for ny1, nx1, ny2, nx2 in nucleus_boxes:
+            grey[ny1:ny2, nx1:nx2] = fmt.NUCLEUS_LEVEL[class_id]
+            nucleus[ny1:ny2, nx1:nx2] = True
+        cells.append((class_id, whole, nucleus))
+
+    cell(1, (20, 20, 60, 60), [])  # Basophil: one level (50); its nucleus is the whole cell
+    cells[-1] = (1, cells[-1][1], cells[-1][1].copy())
+    cell(2, (100, 20, 160, 80), [(110, 30, 130, 50), (140, 60, 155, 78)])  # Eosinophil 75/100, two lobes
+    cell(3, (200, 20, 240, 60), [(200, 20, 240, 45)])  # Lymphocyte 125/150, nucleus on the cell's border
+    cell(4, (300, 300, 360, 380), [(310, 320, 350, 360)])  # Monocyte 175/200
+    cell(5, (400, 500, 460, 560), [(410, 510, 450, 550)])  # Neutrophil 225/255
+    cell(2, (20, 600, 60, 650), [])  # an Eosinophil drawn without nucleus pixels: an empty nucleus
+    return grey, cells
+
+
+def test_nucleus_masks_from_grey_codes_exactly(small):
+    grey, cells = _draw_cells()
+    fmt.write_bmp(_mask_path(small, "eosi", 1), grey)
+    dataset = _load(small)
+    assert dataset.has_nucleus
+    index = [i["id"] for i in dataset.image_info].index("eosi/1")
+    masks, class_ids = dataset.load_mask(index)
+    nuclei, nucleus_ids = dataset.load_nucleus_mask(index)
+    assert nuclei.shape == masks.shape == (576, 720, len(cells)) and nuclei.dtype == bool
+    np.testing.assert_array_equal(nucleus_ids, class_ids)
+    assert nucleus_ids.dtype == np.int32
+    pad = [(fmt.MASK_PAD, fmt.MASK_PAD)] * 2
+    want = {(c, np.pad(whole, pad).tobytes()): np.pad(nucleus, pad) for c, whole, nucleus in cells}
+    for i in range(len(class_ids)):
+        key = (int(class_ids[i]), masks[:, :, i].tobytes())
+        assert key in want, f"instance {i} is not a drawn cell"
+        np.testing.assert_array_equal(nuclei[:, :, i], want[key])
+    assert np.all(nuclei <= masks)
+    basophil = list(class_ids).index(1)
+    np.testing.assert_array_equal(nuclei[:, :, basophil], masks[:, :, basophil])  # the whole cell
+    # instance="nucleus": the instances are the nuclei (no empty one), and each is its own nucleus.
+    by_nucleus = _load(small, instance="nucleus")
+    masks, class_ids = by_nucleus.load_mask(index)
+    nuclei, nucleus_ids = by_nucleus.load_nucleus_mask(index)
+    np.testing.assert_array_equal(nuclei, masks)
+    np.testing.assert_array_equal(nucleus_ids, class_ids)
+    assert len(class_ids) == len(cells) - 1
+
+
+def test_nucleus_masks_match_the_generator(tree):
+    out, manifest = tree
+    dataset = _load(out)
+    truth = {f"{e['folder']}/{e['number']}": sorted((i["class_id"], i["bbox"], i["nucleus_bbox"])
+                                                    for i in e["instances"]) for e in manifest["images"]}
+    for image_id in dataset.image_ids:
+        masks, class_ids = dataset.load_mask(image_id)
+        nuclei, _ = dataset.load_nucleus_mask(image_id)
+        got = sorted(zip(class_ids.tolist(), extract_bboxes(masks).tolist(), extract_bboxes(nuclei).tolist()))
+        assert got == truth[dataset.image_info[image_id]["id"]]
+
+
+def test_wbc_layout_has_no_nucleus(tmp_path):
+    _write_wbc(tmp_path / "WBC", parts=("train",))
+    dataset = _load(tmp_path, "train")
+    assert not dataset.has_nucleus and not LiscDataset().has_nucleus
+    with pytest.raises(DatasetError, match="WBC layout's masks have no nucleus level"):
+        dataset.load_nucleus_mask(0)

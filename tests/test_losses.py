@@ -291,3 +291,41 @@ def test_adam_fused_update_matches_a_numpy_reference_and_keras(rng):
     ReplicaSumClipAdam(learning_rate=lr, amsgrad=True).apply([grads[0][0]], [amsgrad])
     keras.optimizers.Adam(learning_rate=lr, amsgrad=True).apply([grads[0][0]], [reference])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(amsgrad), keras.ops.convert_to_numpy(reference), rtol=1e-6)
+
+
+def ref_nucleus_mask(target_nuclei, target_ids, pred_nuclei):
+    """Slow BCE over the pixels of positive ROIs, one (class-agnostic) channel; 0 without positives."""
+    values = []
+    for b in range(target_ids.shape[0]):
+        for r in range(target_ids.shape[1]):
+            if target_ids[b, r] <= 0:
+                continue
+            p = np.clip(pred_nuclei[b, r, :, :, 0].astype(np.float64), 1e-7, 1 - 1e-7)
+            t = target_nuclei[b, r].astype(np.float64)
+            values.extend((-(t * np.log(p) + (1 - t) * np.log(1 - p))).ravel())
+    return float(np.mean(values)) if values else 0.0
+
+
+@pytest.mark.parametrize("positives", ["some", "one", "none"])
+def test_mrcnn_nucleus_mask_loss(rng, positives):
+    batch, rois, h = 2, 5, 7
+    target_ids = rng.integers(1, 4, size=(batch, rois)).astype(np.int32)
+    target_ids[:, -2:] = 0  # negatives / padding carry no loss
+    if positives == "one":
+        target_ids[:] = 0
+        target_ids[1, 0] = 2
+    elif positives == "none":
+        target_ids[:] = 0
+    target = (rng.random((batch, rois, h, h)) > 0.5).astype(np.float32)
+    pred = rng.random((batch, rois, h, h, 1)).astype(np.float32)
+    pred[0, 0, 0, 0, 0] = 0.0  # log(0) is clipped
+    got = float(L.mrcnn_nucleus_mask_loss_graph(target, target_ids, pred))
+    assert np.isfinite(got)
+    np.testing.assert_allclose(got, ref_nucleus_mask(target, target_ids, pred), rtol=1e-4, atol=1e-6)
+    if positives == "none":
+        assert got == 0.0
+    # The class id does not pick a channel: any positive id gives the same loss.
+    np.testing.assert_allclose(float(L.mrcnn_nucleus_mask_loss_graph(target, (target_ids > 0) * 5, pred)), got,
+                               rtol=1e-6)
+    # [B, T, h, w] predictions (no channel axis) are read alike.
+    np.testing.assert_allclose(float(L.mrcnn_nucleus_mask_loss_graph(target, target_ids, pred[..., 0])), got, rtol=1e-6)

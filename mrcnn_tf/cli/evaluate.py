@@ -1,7 +1,9 @@
 """`mrcnn-tf evaluate`: score a checkpoint on a LISC- or COCO-layout dataset.
 
 Prints Matterport's mAP50 (mask IoU), COCO segm/bbox AP, AP50, AP75 and AR, per-class AP50, typing
-accuracy, Dice and the confusion matrix; ``--json FILE`` writes the same numbers (the keys the README lists).
+accuracy with its 95 % interval, Dice and the confusion matrix (and, for a NUCLEUS_MASKS model on a dataset with
+nucleus masks, ``nucleus_dice`` and ``nc_ratio_mae``); ``--json FILE`` writes the same numbers (the keys the README
+lists).
 ``--subset`` is train, val or all of a LISC folder's deterministic split, or any NAME of a COCO
 folder's ``annotations/instances_NAME.json`` (a held-out folder with only instances_test.json:
 ``--subset test``).

@@ -226,6 +226,23 @@ def decode_lisc_mask(grey, path="<mask>", nucleus=False, min_area=1):
     return np.stack(masks, axis=-1), np.array(class_ids, dtype=np.int32)
 
 
+def decode_lisc_nucleus(grey, path="<mask>", min_area=1):
+    """The nucleus of each cell of ``decode_lisc_mask(grey, nucleus=False, min_area)``: same order and ids.
+
+    A cell's nucleus is its pixels at its type's nucleus level (Eosinophil 100, Lymphocyte 150, Monocyte
+    200, Neutrophil 255). A Basophil's mask has one level (50) for the whole cell, so its nucleus is the
+    whole cell. A cell drawn without nucleus pixels has an empty (all-False) nucleus.
+
+    Returns:
+        masks: bool [h, w, N], class_ids: int32 [N], aligned with the cells.
+
+    Raises:
+        DatasetError: as `decode_lisc_mask`.
+    """
+    cells, class_ids = decode_lisc_mask(grey, path, nucleus=False, min_area=min_area)
+    return cells & _NUCLEUS_LUT[np.asarray(grey)][..., None], class_ids
+
+
 def pad_lisc_mask(masks, image_shape, path="<mask>"):
     """Place decoded masks in image coordinates: 4 px of background on every side (or none if same size).
 

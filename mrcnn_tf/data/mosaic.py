@@ -70,20 +70,23 @@ def compose_mosaic(tiles, per_side, rng, min_visible=0.5, origins=None):
 
     Args:
         tiles: list of per_side ** 2 tuples (image uint8 [H, W, 3], masks bool [H, W, N], class_ids [N],
-            window (y1, x1, y2, x2)), all of the same H, W.
+            window (y1, x1, y2, x2)), all of the same H, W; a fifth item, nucleus masks bool [H, W, N],
+            is cropped and placed with its cells (an instance's nucleus stays with it or goes with it).
         per_side: tiles per side (k); a tile's crop is (H // k, W // k), the canvas rest (H % k rows) black.
         rng: numpy Generator for the crop places.
         min_visible: an instance is kept when at least this share of its pixels is inside its crop.
         origins: (y, x) of each tile's crop; default `crop_origin` of each tile, drawn from `rng`.
 
     Returns:
-        image uint8 [H, W, 3], masks bool [H, W, M], class_ids int32 [M] (tile order, then instance order).
+        image uint8 [H, W, 3], masks bool [H, W, M], class_ids int32 [M] (tile order, then instance order);
+        with nucleus masks in the tiles a fourth, nucleus masks bool [H, W, M].
     """
     height, width = tiles[0][0].shape[:2]
     h, w = height // per_side, width // per_side
     canvas = np.zeros_like(tiles[0][0])
-    masks, class_ids = [], []
-    for index, (image, tile_masks, tile_ids, window) in enumerate(tiles):
+    masks, class_ids, nuclei = [], [], []
+    with_nucleus = len(tiles[0]) > 4
+    for index, (image, tile_masks, tile_ids, window, *tile_nuclei) in enumerate(tiles):
         if image.shape[:2] != (height, width):
             raise ValueError(f"mosaic tiles differ in shape: {image.shape[:2]} and {(height, width)}")
         row, col = divmod(index, per_side)
@@ -96,12 +99,19 @@ def compose_mosaic(tiles, per_side, rng, min_visible=0.5, origins=None):
             placed[row * h:(row + 1) * h, col * w:(col + 1) * w] = crop[:, :, i]
             masks.append(placed)
             class_ids.append(int(tile_ids[i]))
+            if with_nucleus:
+                nucleus = np.zeros((height, width), bool)
+                nucleus[row * h:(row + 1) * h, col * w:(col + 1) * w] = tile_nuclei[0][y:y + h, x:x + w, i]
+                nuclei.append(nucleus)
     masks = np.stack(masks, axis=-1) if masks else np.zeros((height, width, 0), bool)
+    if with_nucleus:
+        nuclei = np.stack(nuclei, axis=-1) if nuclei else np.zeros((height, width, 0), bool)
+        return canvas, masks, np.asarray(class_ids, np.int32), nuclei
     return canvas, masks, np.asarray(class_ids, np.int32)
 
 
 def load_mosaic_gt(dataset, config, image_ids, per_side, augmentation_for_image, augment=False,
-                   use_mini_mask=False, rng=None, cache=None):
+                   use_mini_mask=False, rng=None, cache=None, nucleus_masks=False):
     """`load_image_gt` for a mosaic of `image_ids` (per_side ** 2 of them, row by row).
 
     Args:
@@ -109,19 +119,21 @@ def load_mosaic_gt(dataset, config, image_ids, per_side, augmentation_for_image,
         Others as `load_image_gt`.
 
     Returns:
-        image, image_meta, class_ids, bbox, mask as `load_image_gt`; the meta names the first tile's image,
-        with the whole canvas as its window and scale 1 (training reads only its shape and class ids).
+        image, image_meta, class_ids, bbox, mask (and nucleus_mask with `nucleus_masks`) as `load_image_gt`;
+        the meta names the first tile's image, with the whole canvas as its window and scale 1 (training reads
+        only its shape and class ids).
     """
     tiles, active = [], np.zeros([dataset.num_classes], dtype=np.int32)
     for image_id in image_ids:
-        image, meta, ids, _, masks = load_image_gt(dataset, config, image_id, augment=augment,
-                                                   augmentation=augmentation_for_image(image_id),
-                                                   use_mini_mask=False, rng=rng, cache=cache)
-        tiles.append((image, masks, ids, content_window(image)))
+        image, meta, ids, _, masks, *nuclei = load_image_gt(
+            dataset, config, image_id, augment=augment, augmentation=augmentation_for_image(image_id),
+            use_mini_mask=False, rng=rng, cache=cache, nucleus_masks=nucleus_masks)
+        tiles.append((image, masks, ids, content_window(image), *nuclei))
         active |= parse_image_meta(meta)["active_class_ids"][0]
-    image, masks, class_ids = compose_mosaic(tiles, per_side, rng)
+    image, masks, class_ids, *nuclei = compose_mosaic(tiles, per_side, rng)
     bbox = extract_bboxes(masks).astype(np.int32)
     if use_mini_mask:
         masks = minimize_mask(bbox, masks, config.MINI_MASK_SHAPE)
+        nuclei = [minimize_mask(bbox, n, config.MINI_MASK_SHAPE) for n in nuclei]
     meta = compose_image_meta(image_ids[0], image.shape, image.shape, (0, 0) + image.shape[:2], 1.0, active)
-    return np.ascontiguousarray(image), meta, class_ids, bbox, masks
+    return (np.ascontiguousarray(image), meta, class_ids, bbox, masks, *nuclei)

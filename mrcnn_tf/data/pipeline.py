@@ -35,7 +35,9 @@ class DataGenerator(keras.utils.PyDataset):
         gt_masks        bool    [B, mh, mw, MAX_GT_INSTANCES]  MINI_MASK_SHAPE with USE_MINI_MASK, else H, W
 
     With ``random_rois > 0`` an eighth array follows: ``rpn_rois`` float32 [B, random_rois, 4], whole
-    pixels (for ``USE_RPN_ROIS = False``; the model's ``input_roi``). Images without instances are skipped (the next image in the order takes
+    pixels (for ``USE_RPN_ROIS = False``; the model's ``input_roi``). With Config.NUCLEUS_MASKS one more array comes
+    last: ``gt_nucleus_masks`` bool, the layout of gt_masks (each cell's nucleus; the model's
+    ``input_gt_nucleus_masks``). Images without instances are skipped (the next image in the order takes
     their place); images with more than MAX_GT_INSTANCES are randomly sub-sampled.
 
     Order and randomness: the image order of each pass over the dataset is a permutation seeded by
@@ -87,6 +89,10 @@ class DataGenerator(keras.utils.PyDataset):
         if self.image_ids.size == 0:
             raise DatasetError("the dataset has no image with an instance: check the masks (or call "
                                "dataset.prepare() after loading)")
+        if getattr(config, "NUCLEUS_MASKS", False) and getattr(dataset, "has_nucleus", False) is not True:
+            raise DatasetError(f"Config.NUCLEUS_MASKS is on but {type(dataset).__name__} has no nucleus masks "
+                               "(has_nucleus is not True; COCO 'nucleus' segmentations or LISC grey codes give "
+                               "them): train with --set NUCLEUS_MASKS=false")
         self.steps = int(steps) if steps else math.ceil(self.image_ids.size / self.batch_size)
         self._anchors = {}
         # Loaded and resized images by id between epochs (Config.IMAGE_CACHE_MB; data/image_cache.py).
@@ -150,9 +156,11 @@ class DataGenerator(keras.utils.PyDataset):
         """Training targets of the image at `position` of this epoch's stream, or None if it has no instance.
 
         Returns:
-            dict with image, image_meta, class_ids, boxes, masks, rpn_match, rpn_bbox (and rpn_rois).
+            dict with image, image_meta, class_ids, boxes, masks, rpn_match, rpn_bbox (and rpn_rois; and
+            nucleus_masks with Config.NUCLEUS_MASKS).
         """
         config = self.config
+        nucleus = bool(getattr(config, "NUCLEUS_MASKS", False))
         # Draws vary by epoch for training; a validation generator (no shuffle, no augmentation) gives the
         # same batches, RPN anchor samples included, every epoch so its losses are comparable.
         varying = self.shuffle or self.augment or self.augmentation is not None
@@ -162,25 +170,28 @@ class DataGenerator(keras.utils.PyDataset):
             tiles = self.mosaic_tiles ** 2
             stream = self._stream_position(position)
             image_ids = [self._stream_image(stream * tiles + j) for j in range(tiles)]
-            image, meta, class_ids, boxes, masks = load_mosaic_gt(
+            image, meta, class_ids, boxes, masks, *nuclei = load_mosaic_gt(
                 self.dataset, config, image_ids, self.mosaic_tiles, self._augmentation_for, augment=self.augment,
-                use_mini_mask=config.USE_MINI_MASK, rng=rng, cache=self.image_cache)
+                use_mini_mask=config.USE_MINI_MASK, rng=rng, cache=self.image_cache, nucleus_masks=nucleus)
         else:
             image_id = self._image_at(position)
-            image, meta, class_ids, boxes, masks = load_image_gt(
+            image, meta, class_ids, boxes, masks, *nuclei = load_image_gt(
                 self.dataset, config, image_id, augment=self.augment, augmentation=self._augmentation_for(image_id),
-                use_mini_mask=config.USE_MINI_MASK, rng=rng, cache=self.image_cache)
+                use_mini_mask=config.USE_MINI_MASK, rng=rng, cache=self.image_cache, nucleus_masks=nucleus)
         if not np.any(class_ids > 0):
             return None
         if class_ids.shape[0] > config.MAX_GT_INSTANCES:
             keep = np.sort(rng.choice(class_ids.shape[0], config.MAX_GT_INSTANCES, replace=False))
             class_ids, boxes, masks = class_ids[keep], boxes[keep], masks[:, :, keep]
+            nuclei = [n[:, :, keep] for n in nuclei]
         rpn_match, rpn_bbox = build_rpn_targets(image.shape, self.anchors(image.shape), class_ids, boxes, config,
                                                 rng=rng)
         out = dict(image=image, image_meta=meta, class_ids=class_ids, boxes=boxes, masks=masks,
                    rpn_match=rpn_match, rpn_bbox=rpn_bbox)
         if self.random_rois:
             out["rpn_rois"] = generate_random_rois(image.shape, self.random_rois, class_ids, boxes, rng=rng)
+        if nucleus:
+            out["nucleus_masks"] = nuclei[0]
         return out
 
     def _augmentation_for(self, image_id):
@@ -225,4 +236,9 @@ class DataGenerator(keras.utils.PyDataset):
         x = (images, image_meta, rpn_match, rpn_bbox, gt_class_ids, gt_boxes, gt_masks)
         if self.random_rois:
             x = x + (np.stack([s["rpn_rois"] for s in samples]).astype(np.float32),)
+        if "nucleus_masks" in samples[0]:
+            gt_nucleus_masks = np.zeros_like(gt_masks)
+            for i, s in enumerate(samples):
+                gt_nucleus_masks[i, :, :, :s["class_ids"].shape[0]] = s["nucleus_masks"]
+            x = x + (gt_nucleus_masks,)
         return x

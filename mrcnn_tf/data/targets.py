@@ -22,9 +22,27 @@ def _rng(rng):
     return np.random.default_rng() if rng is None else rng
 
 
-def _load_resized(dataset, config, image_id, rng):
+def _nucleus_stack(dataset, image_id, mask, class_ids):
+    """`dataset.load_nucleus_mask(image_id)` checked against the cell masks and clipped to its cells."""
+    where = dataset.image_reference(image_id) or image_id
+    if not getattr(dataset, "has_nucleus", False) or not hasattr(dataset, "load_nucleus_mask"):
+        raise DatasetError(f"{where}: Config.NUCLEUS_MASKS is on but {type(dataset).__name__} has no nucleus masks "
+                           "(has_nucleus is not True): train with --set NUCLEUS_MASKS=false")
+    nucleus, nucleus_ids = dataset.load_nucleus_mask(image_id)
+    nucleus = np.asarray(nucleus).astype(bool)
+    if nucleus.shape[-1] == 0 and mask.shape[-1] == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    if nucleus.shape != mask.shape or not np.array_equal(np.asarray(nucleus_ids).reshape(-1), class_ids):
+        raise DatasetError(f"{where}: load_nucleus_mask returned {nucleus.shape} masks for load_mask's {mask.shape}; "
+                           "return one nucleus per instance of load_mask, same order and class ids")
+    return nucleus & mask
+
+
+def _load_resized(dataset, config, image_id, rng, nucleus=False):
     """The image and masks of `image_id`, checked and resized to the config (the deterministic part of
-    `load_image_gt` except in "crop" mode): (image, mask, class_ids, original_shape, window, scale)."""
+    `load_image_gt` except in "crop" mode): (image, mask, class_ids, original_shape, window, scale).
+    With `nucleus` the mask is [H, W, 2N]: the N cells, then their N nuclei (each clipped to its cell),
+    so that every later geometric step moves both alike."""
     image = dataset.load_image(image_id)
     mask, class_ids = dataset.load_mask(image_id)
     mask = np.asarray(mask).astype(bool)
@@ -38,6 +56,8 @@ def _load_resized(dataset, config, image_id, rng):
     if mask.shape[:2] != image.shape[:2]:
         raise DatasetError(f"{dataset.image_reference(image_id) or image_id}: masks are {mask.shape[:2]} but the "
                            f"image is {image.shape[:2]}; masks must be in image coordinates")
+    if nucleus:
+        mask = np.concatenate([mask, _nucleus_stack(dataset, image_id, mask, class_ids)], axis=-1)
     image, window, scale, padding, crop = resize_image(
         image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE, max_dim=config.IMAGE_MAX_DIM,
         mode=config.IMAGE_RESIZE_MODE, rng=rng)
@@ -46,7 +66,7 @@ def _load_resized(dataset, config, image_id, rng):
 
 
 def load_image_gt(dataset, config, image_id, augment=False, augmentation=None, use_mini_mask=False, rng=None,
-                  cache=None):
+                  cache=None, nucleus_masks=False):
     """Load an image and its ground truth, resized (and augmented) for training.
 
     Args:
@@ -60,6 +80,8 @@ def load_image_gt(dataset, config, image_id, augment=False, augmentation=None, u
         rng: numpy Generator for the crop, flip and augmentation draws.
         cache: a `ResizedImageCache` (data/image_cache.py) holding the loaded, resized image and masks
             by id between calls (None: load and resize every time). Not for the random "crop" mode.
+        nucleus_masks: also return each instance's nucleus (`dataset.load_nucleus_mask`, clipped to its
+            cell), moved by exactly the cell masks' resize, crop, flips and augmentation (Config.NUCLEUS_MASKS).
 
     Returns:
         image: uint8 [H, W, 3] resized image (not molded).
@@ -67,33 +89,47 @@ def load_image_gt(dataset, config, image_id, augment=False, augmentation=None, u
         class_ids: int32 [N] of the instances that survived resizing and augmentation.
         bbox: int32 [N, 4] pixel boxes computed from the masks.
         mask: bool [H, W, N], or [mini_h, mini_w, N] with `use_mini_mask`.
+        nucleus_mask (only with `nucleus_masks`): bool, the layout of `mask` (mini masks in the frame of
+        the cell's box), inside its cell.
     """
     rng = _rng(rng)
-    resized = None if cache is None else cache.get(image_id)
+    key = (image_id, "nucleus") if nucleus_masks else image_id
+    resized = None if cache is None else cache.get(key)
     if resized is None:
-        resized = _load_resized(dataset, config, image_id, rng)
+        resized = _load_resized(dataset, config, image_id, rng, nucleus=nucleus_masks)
         if cache is not None:
-            resized = cache.put(image_id, resized)
+            resized = cache.put(key, resized)
     image, mask, class_ids, original_shape, window, scale = resized
 
     if augment and rng.random() < 0.5:
         image, mask = image[:, ::-1], mask[:, ::-1]
     if augmentation is not None:
         image, mask = augment_image_and_masks(augmentation, image, mask, rng)
+    nucleus = None
+    if nucleus_masks:
+        count = class_ids.shape[0]
+        # An interpolating augmenter may move a nucleus edge a pixel past its cell's: clip again.
+        mask, nucleus = mask[:, :, :count], mask[:, :, count:] & mask[:, :, :count]
 
     # Instances cropped or pushed out of the frame have no pixels left: drop them.
     keep = np.flatnonzero(mask.any(axis=(0, 1)))
     mask, class_ids = np.ascontiguousarray(mask[:, :, keep]), class_ids[keep]
     bbox = extract_bboxes(mask).astype(np.int32)
+    if nucleus is not None:
+        nucleus = np.ascontiguousarray(nucleus[:, :, keep])
 
     active_class_ids = np.zeros([dataset.num_classes], dtype=np.int32)
     source = dataset.image_info[image_id]["source"]
     active_class_ids[dataset.source_class_ids[source]] = 1
     if use_mini_mask:
         mask = minimize_mask(bbox, mask, config.MINI_MASK_SHAPE)
+        if nucleus is not None:
+            nucleus = minimize_mask(bbox, nucleus, config.MINI_MASK_SHAPE)  # the cell's box, not the nucleus's
     image_meta = compose_image_meta(image_id, original_shape, image.shape, window, scale, active_class_ids)
     # Not augmented, the image may still be the cache's read-only array: the caller gets its own.
     image = np.array(image) if not image.flags.writeable else np.ascontiguousarray(image)
+    if nucleus_masks:
+        return image, image_meta, class_ids, bbox, mask, nucleus
     return image, image_meta, class_ids, bbox, mask
 
 

@@ -1,5 +1,6 @@
 """Score a model on a dataset: Matterport mAP50, COCO AP/AR (segm and bbox), per-class AP50,
-typing accuracy, confusion matrix and Dice, as the dict that ``mrcnn-tf evaluate --json`` writes.
+typing accuracy, confusion matrix and Dice (and the nucleus's Dice and N:C ratio error when both the
+dataset and the model have nuclei), as the dict that ``mrcnn-tf evaluate --json`` writes.
 
 Images are scored at their original resolution: ``dataset.load_image`` goes through
 ``model.detect`` (which resizes and unmolds), and ``dataset.load_mask`` gives the ground truth.
@@ -10,6 +11,7 @@ from mrcnn_tf.evaluation.classification import TypingScore, format_confusion
 from mrcnn_tf.evaluation.coco import CocoEvaluator
 from mrcnn_tf.evaluation.intervals import bootstrap_interval, wilson_interval
 from mrcnn_tf.evaluation.matching import COCO_IOU_THRESHOLDS, compute_ap
+from mrcnn_tf.evaluation.nucleus import NucleusScore
 from mrcnn_tf.ops.boxes import extract_bboxes
 
 
@@ -56,13 +58,18 @@ def evaluate_dataset(model, dataset, image_ids=None, progress=None, iou_threshol
         ``per_class_bbox``; ``accuracy`` (share of ground-truth cells whose best-matching detection
         has the right type); ``per_class_accuracy``; ``dice`` (mean Dice of paired masks);
         ``confusion_matrix`` ({"labels": [...], "rows": counts, row = true type, column = detected
-        type, last column = missed}); ``cells`` and ``detections`` counts; ``mAP50_ci95`` (bootstrap over the
-        images) and ``accuracy_ci95`` (Wilson, over the cells), 95 % intervals [lo, hi] or None.
+        type, last column = missed}); ``cells`` and ``detections`` counts; ``mAP50_ci95`` (bootstrap over
+        the images) and ``accuracy_ci95`` (Wilson, over the cells), 95 % intervals [lo, hi] or None. When the
+        dataset has nucleus masks (``has_nucleus``) and the model's results carry ``nucleus_masks``
+        (Config.NUCLEUS_MASKS): ``nucleus_dice`` (mean Dice of predicted vs true nucleus over matched cells) and ``nc_ratio_mae``
+        (mean |predicted - true| nucleus-area / cell-area over matched cells); see evaluation/nucleus.py.
     """
     ids = list(dataset.image_ids if image_ids is None else image_ids)
     class_names = list(dataset.class_names)
     coco = CocoEvaluator({cid: name for cid, name in enumerate(class_names) if cid > 0})
     typing = TypingScore(len(class_names), iou_threshold=iou_threshold)
+    nucleus = NucleusScore(iou_threshold=iou_threshold) if getattr(dataset, "has_nucleus", False) is True else None
+    nucleus_scored = False
     ap50, ap_range = [], []
     detections = 0
     size = max(1, int(getattr(model.config, "BATCH_SIZE", 1)))
@@ -86,6 +93,14 @@ def evaluate_dataset(model, dataset, image_ids=None, progress=None, iou_threshol
                 ap_range.append(np.mean([compute_ap(*args, iou_threshold=t)[0] for t in COCO_IOU_THRESHOLDS]))
             coco.add(image_id, gt_boxes, gt_class_ids, gt_masks, rois, class_ids, scores, masks)
             typing.add(gt_class_ids, gt_masks, class_ids, masks)
+            if nucleus is not None and "nucleus_masks" in r:
+                # Aligned with load_mask's instances, crowds included: keep the same (non-crowd) ones.
+                gt_nuclei, nucleus_ids = dataset.load_nucleus_mask(image_id)
+                gt_nuclei = np.asarray(gt_nuclei, dtype=bool).reshape(gt_masks.shape[:2] + (-1,))
+                gt_nuclei = gt_nuclei[..., np.asarray(nucleus_ids).reshape(-1) > 0]
+                nuclei = np.asarray(r["nucleus_masks"], dtype=bool).reshape(masks.shape)
+                nucleus.add(gt_masks, gt_nuclei, masks, nuclei)
+                nucleus_scored = True
             done += 1
             if progress is not None:
                 progress(done, len(ids))
@@ -95,6 +110,9 @@ def evaluate_dataset(model, dataset, image_ids=None, progress=None, iou_threshol
     labels = class_names[1:] + ["missed"]
     rows = [[int(c) for c in list(typing.confusion[k, 1:]) + [typing.confusion[k, 0]]]
             for k in range(1, len(class_names))]
+    extra = {}
+    if nucleus_scored:
+        extra = {"nucleus_dice": nucleus.mean_dice, "nc_ratio_mae": nucleus.nc_ratio_mae}
     return {
         "images": len(ids),
         "cells": typing.cells,
@@ -114,6 +132,7 @@ def evaluate_dataset(model, dataset, image_ids=None, progress=None, iou_threshol
         "segm": segm,
         "bbox": bbox,
         "iou_threshold": float(iou_threshold),
+        **extra,
     }
 
 
@@ -131,6 +150,9 @@ def format_report(results):
             ("COCO bbox AP", results["bbox_AP"]), ("COCO bbox AP50", results["bbox_AP50"]),
             ("COCO bbox AP75", results["bbox_AP75"]),
             ("typing accuracy", results["accuracy"]), ("Dice of matched masks", results["dice"])]
+    if "nucleus_dice" in results:
+        rows += [("nucleus Dice (matched cells)", results["nucleus_dice"]),
+                 ("N:C ratio MAE (matched cells)", results["nc_ratio_mae"])]
     width = max(len(name) for name, _ in rows) + 2
     lines += [name.ljust(width) + _fmt(value) for name, value in rows]
     for key, name in (("mAP50_ci95", "mAP50"), ("accuracy_ci95", "typing accuracy")):

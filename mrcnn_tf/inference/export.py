@@ -2,7 +2,8 @@
 
 The signature takes a uint8 RGB image ``[H, W, 3]`` of any size and returns Matterport's detect
 dict: ``rois`` int32 [N, 4] (pixel y1, x1, y2, x2 of the input image, y2/x2 exclusive),
-``class_ids`` int32 [N], ``scores`` float32 [N], ``masks`` bool [H, W, N]. Everything that
+``class_ids`` int32 [N], ``scores`` float32 [N], ``masks`` bool [H, W, N] (and, from a model with
+Config.NUCLEUS_MASKS, ``nucleus_masks`` bool [H, W, N], each inside its mask). Everything that
 ``model.detect`` does in numpy happens in the graph, with the same arithmetic:
 
 - resize: ``skimage.transform.resize(order=1)`` is scipy's ``zoom(grid_mode=True)`` with
@@ -28,6 +29,7 @@ from mrcnn_tf.ops.graph import generate_pyramid_anchors_graph
 
 SIGNATURE = "serving_default"
 OUTPUT_KEYS = ("rois", "class_ids", "scores", "masks")
+NUCLEUS_KEY = "nucleus_masks"  # the signature's fifth output when the model has the nucleus head
 
 
 def _interpolation_matrices(out_size, in_size, starts, lengths):
@@ -103,7 +105,8 @@ class DetectionModule(tf.Module):
         image: uint8 [H, W, 3] RGB image, any H and W.
 
     Returns:
-        dict with rois int32 [N, 4], class_ids int32 [N], scores float32 [N], masks bool [H, W, N].
+        dict with rois int32 [N, 4], class_ids int32 [N], scores float32 [N], masks bool [H, W, N]; with
+        the nucleus head (Config.NUCLEUS_MASKS) also nucleus_masks bool [H, W, N].
     """
 
     def __init__(self, mrcnn):
@@ -120,6 +123,7 @@ class DetectionModule(tf.Module):
         self.max_dim = int(config.IMAGE_MAX_DIM or 0)
         self.min_scale = float(config.IMAGE_MIN_SCALE or 0)
         self.num_classes = int(config.NUM_CLASSES)
+        self.nucleus = bool(getattr(config, "NUCLEUS_MASKS", False))
         self.mean_pixel = tf.constant(np.asarray(config.MEAN_PIXEL, dtype=np.float32))
         self.anchor_args = (list(config.RPN_ANCHOR_SCALES), list(config.RPN_ANCHOR_RATIOS),
                             list(config.BACKBONE_STRIDES), int(config.RPN_ANCHOR_STRIDE))
@@ -179,8 +183,9 @@ class DetectionModule(tf.Module):
                                               self.anchor_args[2], self.anchor_args[3])
 
     # ------------------------------------------------------------------ unmolding
-    def unmold(self, detections, mrcnn_mask, original_shape, molded_shape, window):
-        """``MaskRCNN.unmold_detections`` in the graph (float64 box maths, same rounding)."""
+    def unmold(self, detections, mrcnn_mask, original_shape, molded_shape, window, nucleus_mask=None):
+        """``MaskRCNN.unmold_detections`` in the graph (float64 box maths, same rounding); with
+        `nucleus_mask` [D, mh, mw, 1] a fifth result, the nucleus masks bool [H, W, N] inside the masks."""
         class_ids = tf.cast(detections[:, 4], tf.int32)
         count = tf.reduce_min(tf.concat([tf.where(tf.equal(class_ids, 0))[:, 0],
                                          tf.shape(detections, out_type=tf.int64)[:1]], axis=0))
@@ -202,8 +207,11 @@ class DetectionModule(tf.Module):
         keep = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0
         boxes = tf.cast(tf.boolean_mask(boxes, keep), tf.int32)
         class_ids, scores = tf.boolean_mask(class_ids, keep), tf.boolean_mask(scores, keep)
-        masks = tf.boolean_mask(masks, keep)
-        return boxes, class_ids, scores, self._paste_masks(masks, boxes, original_shape)
+        masks = self._paste_masks(tf.boolean_mask(masks, keep), boxes, original_shape)
+        if nucleus_mask is None:
+            return boxes, class_ids, scores, masks
+        nuclei = tf.boolean_mask(nucleus_mask[:count, :, :, 0], keep)
+        return boxes, class_ids, scores, masks, tf.logical_and(self._paste_masks(nuclei, boxes, original_shape), masks)
 
     @staticmethod
     def _paste_masks(masks, boxes, original_shape):
@@ -221,9 +229,10 @@ class DetectionModule(tf.Module):
         anchors = self._anchors(molded_shape)[None]
         outputs = self.keras_model([molded, meta, anchors], training=False)
         detections, mrcnn_mask = tf.cast(outputs[0][0], tf.float32), tf.cast(outputs[3][0], tf.float32)
-        rois, class_ids, scores, masks = self.unmold(detections, mrcnn_mask, tf.shape(image)[:2], molded_shape,
-                                                     window)
-        return {"rois": rois, "class_ids": class_ids, "scores": scores, "masks": masks}
+        nucleus_mask = tf.cast(outputs[7][0], tf.float32) if self.nucleus else None
+        unmolded = self.unmold(detections, mrcnn_mask, tf.shape(image)[:2], molded_shape, window,
+                               nucleus_mask=nucleus_mask)
+        return dict(zip(OUTPUT_KEYS + (NUCLEUS_KEY,), unmolded))
 
 
 def export_saved_model(mrcnn, output_dir, force=False):
@@ -266,13 +275,14 @@ class ExportedModel:
         self.signature = self.module.signatures[SIGNATURE]
 
     def detect(self, images, verbose=0):
-        """One dict per uint8 RGB image: rois, class_ids, scores, masks (as `MaskRCNN.detect`)."""
+        """One dict per uint8 RGB image: rois, class_ids, scores, masks (and nucleus_masks when exported
+        with them), as `MaskRCNN.detect`."""
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
         results = []
         for image in images:
             out = self.signature(image=tf.constant(np.asarray(image, dtype=np.uint8)))
-            results.append({key: out[key].numpy() for key in OUTPUT_KEYS})
+            results.append({key: out[key].numpy() for key in OUTPUT_KEYS + (NUCLEUS_KEY,) if key in out})
         return results
 
 

@@ -43,22 +43,27 @@ class DetectionTargetLayer(keras.layers.Layer):
         mask_shape: (height, width) of the mask targets (MASK_SHAPE).
         use_mini_mask: whether gt_masks are mini masks cropped to their GT box (USE_MINI_MASK).
         seed: optional int seed of the random sampling.
+        nucleus_masks: also take each GT cell's nucleus masks (same layout as gt_masks: mini masks in
+            the cell's GT box frame with USE_MINI_MASK) and return `target_nucleus_mask`, cropped and
+            resized exactly as `target_mask` (NUCLEUS_MASKS).
         **kwargs: Layer arguments (name, dtype...); dtype defaults to float32.
 
     Call arguments:
         inputs: [proposals, gt_class_ids, gt_boxes, gt_masks]: proposals [B, P, 4] normalized
             (zero rows are padding), gt_class_ids [B, G] int (0 padding, < 0 crowd),
-            gt_boxes [B, G, 4] normalized, gt_masks [B, mh, mw, G] bool (mini or full size).
+            gt_boxes [B, G, 4] normalized, gt_masks [B, mh, mw, G] bool (mini or full size);
+            with `nucleus_masks` a fifth, gt_nucleus_masks [B, mh, mw, G] bool.
 
     Returns:
         [rois, target_class_ids, target_bbox, target_mask]: rois float32 [B, T, 4] normalized,
         target_class_ids int32 [B, T] (0 for negatives and padding), target_bbox float32
         [B, T, 4] (dy, dx, log(dh), log(dw)) / std (0 except positives), target_mask float32
-        [B, T, MH, MW] in {0, 1}.
+        [B, T, MH, MW] in {0, 1}; with `nucleus_masks` a fifth, target_nucleus_mask float32
+        [B, T, MH, MW] in {0, 1} (0 except positives).
     """
 
     def __init__(self, train_rois_per_image, roi_positive_ratio, bbox_std_dev, mask_shape, use_mini_mask,
-                 seed=None, **kwargs):
+                 seed=None, nucleus_masks=False, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.train_rois_per_image = int(train_rois_per_image)
@@ -67,6 +72,7 @@ class DetectionTargetLayer(keras.layers.Layer):
         self.mask_shape = tuple(int(v) for v in mask_shape)
         self.use_mini_mask = bool(use_mini_mask)
         self.seed = None if seed is None else int(seed)
+        self.nucleus_masks = bool(nucleus_masks)
         if len(self.bbox_std_dev) != 4:
             raise ValueError(f"DetectionTargetLayer bbox_std_dev={bbox_std_dev!r}: give four numbers")
         if int(self.train_rois_per_image * self.roi_positive_ratio) < 1:
@@ -78,7 +84,10 @@ class DetectionTargetLayer(keras.layers.Layer):
         return tf.sort(chosen)
 
     def _targets_one(self, args):
-        proposals, gt_class_ids, gt_boxes, gt_masks = args
+        proposals, gt_class_ids, gt_boxes, gt_masks = args[:4]
+        # The cell masks (and, with nucleus masks, each cell's nucleus) as channels: [h, w, G, 1 or 2].
+        # One crop_and_resize of both keeps the nucleus target in exactly the cell target's frame.
+        gt_masks = tf.stack([gt_masks, args[4]], axis=-1) if self.nucleus_masks else gt_masks[..., tf.newaxis]
         rois_total = self.train_rois_per_image
         proposals, _ = trim_zeros_graph(proposals, name="trim_proposals")
         gt_boxes, non_zeros = trim_zeros_graph(gt_boxes, name="trim_gt_boxes")
@@ -113,28 +122,35 @@ class DetectionTargetLayer(keras.layers.Layer):
         roi_gt_class_ids = tf.cast(tf.gather(gt_class_ids, assignment), tf.int32)
         deltas = box_refinement_graph(positive_rois, roi_gt_boxes) / tf.constant(self.bbox_std_dev)
 
-        masks = tf.gather(tf.transpose(tf.cast(gt_masks, tf.float32), [2, 0, 1])[..., tf.newaxis], assignment)
+        masks = tf.gather(tf.transpose(tf.cast(gt_masks, tf.float32), [2, 0, 1, 3]), assignment)
         crop_boxes = _mini_mask_frame(positive_rois, roi_gt_boxes) if self.use_mini_mask else positive_rois
-        masks = tf.image.crop_and_resize(masks, crop_boxes, tf.range(positive_count), self.mask_shape)
-        masks = tf.round(masks[..., 0])
+        masks = tf.round(tf.image.crop_and_resize(masks, crop_boxes, tf.range(positive_count), self.mask_shape))
 
         rois = tf.concat([positive_rois, negative_rois], axis=0)
         padding = rois_total - tf.shape(rois)[0]
         target_padding = rois_total - positive_count
-        return (tf.pad(rois, [[0, padding], [0, 0]]),
-                tf.pad(roi_gt_class_ids, [[0, target_padding]]),
-                tf.pad(deltas, [[0, target_padding], [0, 0]]),
-                tf.pad(masks, [[0, target_padding], [0, 0], [0, 0]]))
+        mask_padding = [[0, target_padding], [0, 0], [0, 0]]
+        outputs = (tf.pad(rois, [[0, padding], [0, 0]]),
+                   tf.pad(roi_gt_class_ids, [[0, target_padding]]),
+                   tf.pad(deltas, [[0, target_padding], [0, 0]]),
+                   tf.pad(masks[..., 0], mask_padding))
+        if self.nucleus_masks:
+            outputs += (tf.pad(masks[..., 1], mask_padding),)
+        return outputs
 
     def call(self, inputs):
-        proposals, gt_class_ids, gt_boxes, gt_masks = inputs
+        proposals, gt_class_ids, gt_boxes, gt_masks = inputs[:4]
         total = self.train_rois_per_image
+        mask_spec = tf.TensorSpec([total, *self.mask_shape], tf.float32)
         signature = (tf.TensorSpec([total, 4], tf.float32), tf.TensorSpec([total], tf.int32),
-                     tf.TensorSpec([total, 4], tf.float32), tf.TensorSpec([total, *self.mask_shape], tf.float32))
-        outputs = tf.map_fn(self._targets_one,
-                            (tf.cast(proposals, tf.float32), tf.cast(gt_class_ids, tf.int32),
-                             tf.cast(gt_boxes, tf.float32), tf.cast(gt_masks, tf.bool)),
-                            fn_output_signature=signature)
+                     tf.TensorSpec([total, 4], tf.float32), mask_spec) + ((mask_spec,) if self.nucleus_masks else ())
+        elements = (tf.cast(proposals, tf.float32), tf.cast(gt_class_ids, tf.int32),
+                    tf.cast(gt_boxes, tf.float32), tf.cast(gt_masks, tf.bool))
+        if self.nucleus_masks:
+            if len(inputs) < 5:
+                raise ValueError("DetectionTargetLayer(nucleus_masks=True) takes a fifth input, gt_nucleus_masks")
+            elements += (tf.cast(inputs[4], tf.bool),)
+        outputs = tf.map_fn(self._targets_one, elements, fn_output_signature=signature)
         batch = proposals.shape[0]
         for tensor, spec in zip(outputs, signature):
             tensor.set_shape([batch, *spec.shape])
@@ -142,13 +158,14 @@ class DetectionTargetLayer(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         batch, total = input_shape[0][0], self.train_rois_per_image
-        return [(batch, total, 4), (batch, total), (batch, total, 4), (batch, total, *self.mask_shape)]
+        shapes = [(batch, total, 4), (batch, total), (batch, total, 4), (batch, total, *self.mask_shape)]
+        return shapes + [(batch, total, *self.mask_shape)] * self.nucleus_masks
 
     def get_config(self):
         config = super().get_config()
         config.update(train_rois_per_image=self.train_rois_per_image, roi_positive_ratio=self.roi_positive_ratio,
                       bbox_std_dev=self.bbox_std_dev, mask_shape=list(self.mask_shape),
-                      use_mini_mask=self.use_mini_mask, seed=self.seed)
+                      use_mini_mask=self.use_mini_mask, seed=self.seed, nucleus_masks=self.nucleus_masks)
         return config
 
 

@@ -22,11 +22,12 @@ class PositiveROIs(keras.layers.Layer):
 
     Call arguments:
         inputs: [rois [B, T, 4], target_class_ids [B, T] int (0 = negative or padding),
-            target_mask [B, T, h, w]].
+            target_mask [B, T, h, w], and optionally more per-ROI targets such as target_nucleus_mask
+            [B, T, h, w] (NUCLEUS_MASKS)].
 
     Returns:
-        rois [B, P, 4] and target_mask [B, P, h, w]: with n = max_b #positives(b), P = min(max_slots,
-        the smallest power of two >= max(n, 1)).
+        rois [B, P, 4] and target_mask [B, P, h, w] (then the first P slots of each further input): with
+        n = max_b #positives(b), P = min(max_slots, the smallest power of two >= max(n, 1)).
     """
 
     def __init__(self, max_slots, **kwargs):
@@ -34,7 +35,7 @@ class PositiveROIs(keras.layers.Layer):
         self.max_slots = int(max_slots)
 
     def call(self, inputs):
-        rois, target_class_ids, target_mask = inputs
+        rois, target_class_ids, target_mask = inputs[:3]
         positives = tf.reduce_sum(tf.cast(target_class_ids > 0, tf.int32), axis=1)
         count = tf.clip_by_value(tf.reduce_max(positives), 1, self.max_slots)
         # Round up to a power of two (at most max_slots): a handful of shapes, not one per step. Every
@@ -42,11 +43,11 @@ class PositiveROIs(keras.layers.Layer):
         bucket = tf.bitwise.left_shift(1, tf.cast(tf.math.ceil(tf.math.log(tf.cast(count, tf.float32)) /
                                                                tf.math.log(2.0) - 1e-6), tf.int32))
         count = tf.minimum(tf.maximum(bucket, count), self.max_slots)
-        return rois[:, :count], target_mask[:, :count]
+        return (rois[:, :count], target_mask[:, :count]) + tuple(more[:, :count] for more in inputs[3:])
 
     def compute_output_shape(self, input_shape):
-        rois, _, mask = input_shape
-        return (rois[0], None, *rois[2:]), (mask[0], None, *mask[2:])
+        rois, _, *masks = input_shape
+        return ((rois[0], None, *rois[2:]),) + tuple((mask[0], None, *mask[2:]) for mask in masks)
 
     def get_config(self):
         return {**super().get_config(), "max_slots": self.max_slots}

@@ -29,6 +29,19 @@ BACKBONE_GRAPHS = {"resnet50": resnet_graph, "resnet101": resnet_graph,
                    "resnet18": resnet_basic_graph, "resnet34": resnet_basic_graph}
 INFERENCE_OUTPUTS = ("mrcnn_detection", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask", "rpn_rois",
                      "rpn_class", "rpn_bbox")
+# With NUCLEUS_MASKS: the training dict gains these keys, the inference list an 8th output after Matterport's 7.
+NUCLEUS_TRAINING_OUTPUTS = ("mrcnn_nucleus_mask", "target_nucleus_mask")
+NUCLEUS_INFERENCE_OUTPUT = "mrcnn_nucleus_mask"
+
+
+def training_output_names(config):
+    """The keys of the training graph's output dict for `config`."""
+    return TRAINING_OUTPUTS + (NUCLEUS_TRAINING_OUTPUTS if config.NUCLEUS_MASKS else ())
+
+
+def inference_output_names(config):
+    """The names of the inference graph's outputs, in order, for `config`."""
+    return INFERENCE_OUTPUTS + ((NUCLEUS_INFERENCE_OUTPUT,) if config.NUCLEUS_MASKS else ())
 
 
 def check_image_shape(config):
@@ -102,8 +115,10 @@ def build_training_graph(config):
     Returns:
         (inputs, outputs): inputs in Matterport's order [input_image, input_image_meta,
         input_rpn_match, input_rpn_bbox, input_gt_class_ids, input_gt_boxes (pixels), input_gt_masks]
-        (+ input_roi, pixel boxes, when USE_RPN_ROIS is False); outputs a dict with the keys of
-        `TRAINING_OUTPUTS` (shapes in docs/architecture.md; boxes normalized).
+        (+ input_roi, pixel boxes, when USE_RPN_ROIS is False; + input_gt_nucleus_masks, the layout of
+        input_gt_masks, last, with NUCLEUS_MASKS); outputs a dict with the keys of `training_output_names`
+        (shapes in docs/architecture.md; boxes normalized; with NUCLEUS_MASKS also mrcnn_nucleus_mask
+        [B, S, 28, 28, 1] and target_nucleus_mask [B, S, 28, 28]).
     """
     check_image_shape(config)
     input_image, input_image_meta = _image_inputs(config)
@@ -133,11 +148,18 @@ def build_training_graph(config):
         inputs.append(input_rois)
         target_rois = NormBoxes(name="norm_input_roi")([input_rois, input_image])
     gt_boxes = NormBoxes(name="norm_gt_boxes")([input_gt_boxes, input_image])
-    rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
+    target_inputs = [target_rois, input_gt_class_ids, gt_boxes, input_gt_masks]
+    nucleus = bool(config.NUCLEUS_MASKS)
+    if nucleus:
+        # Each GT cell's nucleus, in the cell mask's layout (mini masks in the cell box's frame).
+        input_gt_nucleus_masks = keras.Input(shape=[*mask_hw, None], name="input_gt_nucleus_masks", dtype="bool")
+        inputs.append(input_gt_nucleus_masks)
+        target_inputs.append(input_gt_nucleus_masks)
+    rois, target_class_ids, target_bbox, target_mask, *target_nucleus = DetectionTargetLayer(
         train_rois_per_image=config.TRAIN_ROIS_PER_IMAGE, roi_positive_ratio=config.ROI_POSITIVE_RATIO,
         bbox_std_dev=[float(v) for v in np.asarray(config.BBOX_STD_DEV).reshape(-1)],
         mask_shape=[int(v) for v in config.MASK_SHAPE], use_mini_mask=bool(config.USE_MINI_MASK),
-        name="proposal_targets")([target_rois, input_gt_class_ids, gt_boxes, input_gt_masks])
+        nucleus_masks=nucleus, name="proposal_targets")(target_inputs)
 
     mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
         rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE, config.NUM_CLASSES,
@@ -146,16 +168,20 @@ def build_training_graph(config):
     # costly mask head runs on as many slots as the batch has positives (at most int(T * ROI_POSITIVE_RATIO)),
     # not on all T ROIs as Matterport's did. Same loss; on few-cell smears a fraction of the work.
     positive_slots = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
-    mask_rois, target_mask = PositiveROIs(max_slots=positive_slots, name="positive_rois")(
-        [rois, target_class_ids, target_mask])
+    mask_rois, target_mask, *target_nucleus = PositiveROIs(max_slots=positive_slots, name="positive_rois")(
+        [rois, target_class_ids, target_mask, *target_nucleus])
     mrcnn_mask = build_fpn_mask_graph(mask_rois, mrcnn_feature_maps, input_image_meta,
                                       config.MASK_POOL_SIZE, config.NUM_CLASSES, train_bn=config.TRAIN_BN,
-                                      channels=config.MASK_HEAD_CHANNELS)
+                                      channels=config.MASK_HEAD_CHANNELS, nucleus=nucleus)
+    mrcnn_nucleus = []
+    if nucleus:
+        mrcnn_mask, nucleus_mask = mrcnn_mask
+        mrcnn_nucleus = [nucleus_mask]
     output_rois = layers.Identity(name="output_rois")(rois)
 
     values = (rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class, mrcnn_bbox, mrcnn_mask,
-              rpn_rois, output_rois, target_class_ids, target_bbox, target_mask)
-    return inputs, dict(zip(TRAINING_OUTPUTS, values))
+              rpn_rois, output_rois, target_class_ids, target_bbox, target_mask, *mrcnn_nucleus, *target_nucleus)
+    return inputs, dict(zip(training_output_names(config), values))
 
 
 def build_inference_graph(config):
@@ -169,7 +195,8 @@ def build_inference_graph(config):
         outputs a list in Matterport's order [mrcnn_detection [B, D, 6] (y1, x1, y2, x2 normalized,
         class_id, score; zero rows pad), mrcnn_class [B, R, NC], mrcnn_bbox [B, R, NC, 4],
         mrcnn_mask [B, D, 28, 28, NC], rpn_rois [B, R, 4], rpn_class [B, A, 2], rpn_bbox [B, A, 4]]
-        with R = POST_NMS_ROIS_INFERENCE, D = DETECTION_MAX_INSTANCES.
+        with R = POST_NMS_ROIS_INFERENCE, D = DETECTION_MAX_INSTANCES; with NUCLEUS_MASKS an 8th,
+        mrcnn_nucleus_mask [B, D, 28, 28, 1] (see `inference_output_names`).
     """
     check_image_shape(config)
     input_image, input_image_meta = _image_inputs(config)
@@ -194,5 +221,8 @@ def build_inference_graph(config):
     detection_boxes = detections[..., :4]
     mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps, input_image_meta,
                                       config.MASK_POOL_SIZE, config.NUM_CLASSES, train_bn=config.TRAIN_BN,
-                                      channels=config.MASK_HEAD_CHANNELS)
+                                      channels=config.MASK_HEAD_CHANNELS, nucleus=bool(config.NUCLEUS_MASKS))
+    if config.NUCLEUS_MASKS:
+        mrcnn_mask, nucleus_mask = mrcnn_mask
+        return inputs, [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois, rpn_class, rpn_bbox, nucleus_mask]
     return inputs, [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois, rpn_class, rpn_bbox]

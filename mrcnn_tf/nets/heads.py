@@ -87,8 +87,9 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     return mrcnn_class_logits, mrcnn_probs, mrcnn_bbox
 
 
-def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True, channels=256):
-    """Mask head of the FPN.
+def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True, channels=256,
+                         nucleus=False):
+    """Mask head of the FPN (and, with `nucleus`, its nucleus mask).
 
     Args:
         rois: [B, N, 4] normalized boxes (y1, x1, y2, x2), zero-padded.
@@ -98,9 +99,13 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         num_classes: classes including background.
         train_bn: `training` for the head's BatchNorm layers.
         channels: width of the four 3x3 convs and the deconv (Matterport: 256; config.MASK_HEAD_CHANNELS).
+        nucleus: also predict the nucleus inside each ROI (config.NUCLEUS_MASKS): a second 1x1 conv +
+            sigmoid on the deconv features, one channel (a nucleus does not depend on the cell type),
+            layer `mrcnn_nucleus_mask` (absent from Matterport's weights: it starts untrained).
 
     Returns:
-        [B, N, 2*pool_size, 2*pool_size, NC] per-class mask probabilities (sigmoid).
+        [B, N, 2*pool_size, 2*pool_size, NC] per-class mask probabilities (sigmoid); with `nucleus` a
+        pair (that, [B, N, 2*pool_size, 2*pool_size, 1] nucleus probabilities).
     """
     x = PyramidROIAlign(pool_shape=[pool_size, pool_size], name="roi_align_mask")(
         [rois, image_meta] + list(feature_maps))
@@ -111,5 +116,10 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     x = TimeDistributed(layers.Conv2DTranspose(channels, (2, 2), strides=2, activation="relu"),
                         name="mrcnn_mask_deconv")(x)
     # The last 1x1 conv and its sigmoid in float32: mask probabilities go into log() in the loss.
-    return TimeDistributed(Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid", dtype="float32"),
-                           name="mrcnn_mask", dtype="float32")(x)
+    mrcnn_mask = TimeDistributed(Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid", dtype="float32"),
+                                 name="mrcnn_mask", dtype="float32")(x)
+    if not nucleus:
+        return mrcnn_mask
+    nucleus_mask = TimeDistributed(Conv2D(1, (1, 1), strides=1, activation="sigmoid", dtype="float32"),
+                                   name="mrcnn_nucleus_mask", dtype="float32")(x)
+    return mrcnn_mask, nucleus_mask

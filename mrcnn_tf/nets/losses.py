@@ -1,4 +1,5 @@
-"""The five Mask R-CNN losses of Matterport, plus its L2 weight decay, as plain TF functions.
+"""The five Mask R-CNN losses of Matterport, the nucleus loss (NUCLEUS_MASKS), and Matterport's L2 weight
+decay, as plain TF functions.
 
 They are called from `MaskRCNNTrainModel.compute_loss` on concrete (or traced) tensors, never on
 symbolic Keras tensors, so raw ``tf.*`` is fine here. Every loss is float32 (mixed-precision
@@ -153,6 +154,32 @@ def mrcnn_mask_loss_graph(target_masks, target_class_ids, pred_masks):
     eps = 1e-7
     pred = tf.clip_by_value(pred, eps, 1.0 - eps)
     target = _float(target_masks)
+    bce = -(target * tf.math.log(pred) + (1.0 - target) * tf.math.log(1.0 - pred))
+    pixels = tf.cast(tf.shape(pred)[2] * tf.shape(pred)[3], tf.float32)
+    per_roi = tf.reduce_sum(bce, axis=[2, 3])
+    weights = _float(tf.cast(target_class_ids, tf.int32) > 0)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_roi * weights), tf.reduce_sum(weights) * pixels)
+
+
+def mrcnn_nucleus_mask_loss_graph(target_nucleus_masks, target_class_ids, pred_nucleus_masks):
+    """Nucleus head loss: binary cross-entropy of the one (class-agnostic) nucleus channel on positive ROIs.
+
+    The form of `mrcnn_mask_loss_graph` with one channel: probabilities clipped to [1e-7, 1 - 1e-7].
+
+    Args:
+        target_nucleus_masks: [B, T, h, w] in {0, 1}, the GT nucleus of each ROI's GT cell.
+        target_class_ids: [B, T] int; only ROIs with class > 0 count.
+        pred_nucleus_masks: [B, T, h, w, 1] (or [B, T, h, w]) sigmoid probabilities.
+
+    Returns:
+        Scalar: mean BCE over all pixels of positive ROIs (0.0 when none).
+    """
+    pred = _float(pred_nucleus_masks)
+    if pred.shape.rank == 5:
+        pred = pred[..., 0]
+    eps = 1e-7
+    pred = tf.clip_by_value(pred, eps, 1.0 - eps)
+    target = _float(target_nucleus_masks)
     bce = -(target * tf.math.log(pred) + (1.0 - target) * tf.math.log(1.0 - pred))
     pixels = tf.cast(tf.shape(pred)[2] * tf.shape(pred)[3], tf.float32)
     per_roi = tf.reduce_sum(bce, axis=[2, 3])

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from mrcnn_tf.nets import losses as L
-from mrcnn_tf.config import LOSS_NAMES
+from mrcnn_tf.config import LOSS_NAMES, NUCLEUS_LOSS_NAME
 from mrcnn_tf.engine.distribute import worker_count
 from mrcnn_tf.errors import ConfigError
 
@@ -44,7 +44,8 @@ class MaskRCNNTrainModel(keras.Model):
     Args:
         inputs: the 7 training inputs in `INPUT_NAMES` order (list).
         outputs: dict with at least rpn_class_logits, rpn_bbox, mrcnn_class_logits, mrcnn_bbox,
-            mrcnn_mask, target_class_ids, target_bbox, target_mask.
+            mrcnn_mask, target_class_ids, target_bbox, target_mask; with mrcnn_nucleus_mask and
+            target_nucleus_mask too (NUCLEUS_MASKS), a sixth loss, ``mrcnn_nucleus_mask_loss``, is added.
         name: model name; "mask_rcnn" by convention.
         loss_weights: optional dict loss name -> float (default 1.0 each).
         weight_decay: optional float, the L2 factor (default 0.0 until configured).
@@ -59,23 +60,28 @@ class MaskRCNNTrainModel(keras.Model):
     """
 
     def __init__(self, *args, loss_weights=None, weight_decay=0.0, **kwargs):
+        outputs = kwargs.get("outputs", args[1] if len(args) > 1 else None)
         super().__init__(*args, **kwargs)
-        self.mrcnn_loss_weights = {name: 1.0 for name in LOSS_NAMES}
+        # The nucleus loss exists only when the graph has the nucleus head (Config.NUCLEUS_MASKS).
+        nucleus = isinstance(outputs, dict) and "mrcnn_nucleus_mask" in outputs
+        self.loss_names = LOSS_NAMES + ((NUCLEUS_LOSS_NAME,) if nucleus else ())
+        self.mrcnn_loss_weights = {name: 1.0 for name in self.loss_names}
         self.set_loss_weights(loss_weights or {})
         self.weight_decay = float(weight_decay)
         # The functional constructor locks layer tracking; metrics are not layers of the graph.
         self._tracker.unlock()
-        self.loss_trackers = [keras.metrics.Mean(name=name) for name in LOSS_NAMES]
+        self.loss_trackers = [keras.metrics.Mean(name=name) for name in self.loss_names]
         self._tracker.lock()
 
     # ------------------------------------------------------------------ settings
     def set_loss_weights(self, loss_weights):
-        """Update the per-loss weights; unknown names are a ConfigError."""
-        unknown = set(loss_weights) - set(LOSS_NAMES)
+        """Update the per-loss weights; unknown names are a ConfigError (a nucleus weight without the
+        nucleus head is ignored: Config.NUCLEUS_MASKS is off)."""
+        unknown = set(loss_weights) - set(LOSS_NAMES) - {NUCLEUS_LOSS_NAME}
         if unknown:
             raise ConfigError(f"LOSS_WEIGHTS has unknown loss names {sorted(unknown)}: "
-                              f"use {', '.join(LOSS_NAMES)}")
-        self.mrcnn_loss_weights.update({k: float(v) for k, v in loss_weights.items()})
+                              f"use {', '.join(self.loss_names)}")
+        self.mrcnn_loss_weights.update({k: float(v) for k, v in loss_weights.items() if k in self.loss_names})
 
     def configure_losses(self, config):
         """Take LOSS_WEIGHTS and WEIGHT_DECAY from a `Config`; returns self."""
@@ -96,7 +102,7 @@ class MaskRCNNTrainModel(keras.Model):
         return dict(zip(INPUT_NAMES, x))
 
     def mrcnn_losses(self, x, y_pred):
-        """The five weighted Matterport losses as a dict name -> scalar float32 tensor."""
+        """The five weighted Matterport losses (six with the nucleus head) as a dict name -> scalar float32 tensor."""
         inputs = self._inputs_by_name(x)
         active_class_ids = tf.cast(inputs["input_image_meta"], tf.float32)[:, META_ACTIVE_CLASS_START:]
         raw = {
@@ -112,11 +118,17 @@ class MaskRCNNTrainModel(keras.Model):
                 y_pred["target_mask"], y_pred["target_class_ids"][:, :tf.shape(y_pred["mrcnn_mask"])[1]],
                 y_pred["mrcnn_mask"]),
         }
+        if NUCLEUS_LOSS_NAME in self.loss_names:
+            # The nucleus head shares the mask head's (positive) ROI slots.
+            raw[NUCLEUS_LOSS_NAME] = L.mrcnn_nucleus_mask_loss_graph(
+                y_pred["target_nucleus_mask"],
+                y_pred["target_class_ids"][:, :tf.shape(y_pred["mrcnn_nucleus_mask"])[1]],
+                y_pred["mrcnn_nucleus_mask"])
         # Matterport reports (and sums) each loss already multiplied by its LOSS_WEIGHTS entry.
-        return {name: raw[name] * self.mrcnn_loss_weights[name] for name in LOSS_NAMES}
+        return {name: raw[name] * self.mrcnn_loss_weights[name] for name in self.loss_names}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Weighted sum of the five losses + L2 decay (+ any `add_loss` terms); updates trackers."""
+        """Weighted sum of the five (six) losses + L2 decay (+ any `add_loss` terms); updates trackers."""
         del y, sample_weight  # the targets are inputs of the graph, not Keras `y`
         weighted = self.mrcnn_losses(x, y_pred)
         total = tf.add_n(list(weighted.values()))

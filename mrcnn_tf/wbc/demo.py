@@ -92,7 +92,7 @@ def plot_losses(csv_path, png_path):
     figure, ax = plt.subplots(figsize=(8, 5))
     epochs = [int(r["epoch"]) + 1 for r in rows]
     for key in ("loss", "val_loss", "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
-                "mrcnn_mask_loss"):
+                "mrcnn_mask_loss", "mrcnn_nucleus_mask_loss"):
         if rows and key in rows[0]:
             ax.plot(epochs, [float(r[key]) for r in rows], label=key, linewidth=2 if "loss" == key[-4:] and
                     key in ("loss", "val_loss") else 1)

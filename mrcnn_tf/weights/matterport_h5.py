@@ -534,7 +534,8 @@ def load_coco_weights(keras_model, config, filepath=None, verbose=1):
     """`--weights coco`: find / check / download the COCO file and load it, excluding what cannot fit.
 
     Returns:
-        `LoadReport`, with a note when class-specific heads were excluded automatically.
+        `LoadReport`, with a note when class-specific heads were excluded automatically (and when the
+        nucleus head of Config.NUCLEUS_MASKS, absent from the file, was left to train).
     """
     path = filepath or get_coco_weights(verbose)
     exclude = coco_exclude_for(config)
@@ -544,6 +545,8 @@ def load_coco_weights(keras_model, config, filepath=None, verbose=1):
                             f"heads ({', '.join(COCO_CLASS_SPECIFIC)}) were excluded and keep their initial values")
     if "conv1" in exclude:
         report.notes.append(f"IMAGE_CHANNEL_COUNT is {config.IMAGE_CHANNEL_COUNT}: conv1 was excluded")
+    if "mrcnn_nucleus_mask" in report.absent_in_file:
+        report.notes.append("NUCLEUS_MASKS: mrcnn_nucleus_mask is not in Matterport's file; it is left to train")
     if verbose:
         print(report)
     return report

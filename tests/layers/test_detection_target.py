@@ -253,3 +253,95 @@ def test_in_functional_model(rng):
         np.testing.assert_array_equal(got[1][b], want[1])
         np.testing.assert_allclose(got[2][b], want[2], atol=1e-4)
         assert_masks_match(got[3][b], want[3])
+
+
+# ---------------------------------------------------------------- nucleus targets (Config.NUCLEUS_MASKS)
+def solid_cells(mini):
+    """Cells that fill their GT box and nuclei that fill the box's left half, so every positive ROI's
+    nucleus touches the ROI's border (the proposals overlap their GT boxes' left edges)."""
+    if mini:
+        masks = np.ones((12, 10, 5), bool)
+        nuclei = np.zeros_like(masks)
+        nuclei[:, :5] = True
+        return masks, nuclei
+    masks = np.zeros((64, 64, 5), bool)
+    nuclei = np.zeros_like(masks)
+    for i, (y1, x1, y2, x2) in enumerate(np.round(GT_BOXES[:3] * 63).astype(int)):
+        masks[y1:y2 + 1, x1:x2 + 1, i] = True
+        nuclei[y1:y2 + 1, x1:(x1 + x2) // 2 + 1, i] = True
+    return masks, nuclei
+
+
+@pytest.mark.parametrize("mini", [True, False])
+@pytest.mark.parametrize("case", ["cells", "one_cell", "random", "no_gt"])
+def test_nucleus_targets_equal_reference(rng, mini, case):
+    proposals, class_ids, boxes = PROPOSALS.copy(), GT_CLASS_IDS.copy(), GT_BOXES.copy()
+    masks, nuclei = solid_cells(mini)
+    if case == "random":
+        masks = gt_masks(rng, mini)
+        nuclei = masks & gt_masks(rng, mini)
+    elif case == "one_cell":
+        class_ids[1:], boxes[1:] = 0, 0
+        proposals[[3, 4, 6]] = 0  # one positive (0) and two negatives (2, 5): no sampling
+    elif case == "no_gt":
+        class_ids[:], boxes[:3] = 0, 0
+    image = (proposals, class_ids, boxes, masks, nuclei)
+    outputs = run(layer(mini=mini, nucleus_masks=True), image)
+    assert len(outputs) == 5 and outputs[4].shape == (1, 12, *MASK_SHAPE)
+    # The cell targets are those of the layer without nuclei.
+    for got, want in zip(outputs[:4], run(layer(mini=mini), image[:4])):
+        np.testing.assert_array_equal(got, want)
+    ids, got_cells, got_nuclei = outputs[1][0], outputs[3][0], outputs[4][0]
+    if case == "no_gt":
+        assert not ids.any() and not got_nuclei.any()
+        return
+    want = ref_detection_targets(proposals, class_ids, boxes, nuclei, 12, 0.33, mini)
+    np.testing.assert_array_equal(ids, want[1])
+    assert_masks_match(got_nuclei, want[3])
+    positives = np.count_nonzero(ids)
+    assert positives == {"cells": 2, "random": 2, "one_cell": 1}[case]
+    assert not got_nuclei[positives:].any()  # negatives and padding: zero targets
+    assert np.all(got_nuclei[:positives] <= got_cells[:positives])
+    if case != "random":
+        # ROI 0 starts inside its GT box's left edge: its nucleus touches the ROI's left border, and the
+        # right part of the ROI is cytoplasm.
+        assert got_nuclei[0, :, 0].any() and not got_nuclei[0, :, -1].any() and got_cells[0, :, -1].any()
+
+
+def test_nucleus_targets_in_functional_model_and_config(rng):
+    target_layer = layer(nucleus_masks=True)
+    config = target_layer.get_config()
+    assert config["nucleus_masks"] is True
+    assert DetectionTargetLayer.from_config(config).nucleus_masks
+    assert layer().get_config()["nucleus_masks"] is False
+    inputs = [keras.Input((8, 4)), keras.Input((5,), dtype="int32"), keras.Input((5, 4)),
+              keras.Input((12, 10, 5), dtype="bool"), keras.Input((12, 10, 5), dtype="bool")]
+    outputs = target_layer(inputs)
+    assert [tuple(o.shape) for o in outputs] == [(None, 12, 4), (None, 12), (None, 12, 4), (None, 12, *MASK_SHAPE),
+                                                 (None, 12, *MASK_SHAPE)]
+    masks = gt_masks(rng, True)
+    nuclei = masks & gt_masks(rng, True)
+    got = keras.Model(inputs, outputs).predict([PROPOSALS[None], GT_CLASS_IDS[None], GT_BOXES[None], masks[None],
+                                                nuclei[None]], verbose=0)
+    want = ref_detection_targets(PROPOSALS, GT_CLASS_IDS, GT_BOXES, nuclei, 12, 0.33, True)
+    assert_masks_match(got[4][0], want[3])
+
+
+@pytest.mark.parametrize("mini", [True, False])
+def test_nucleus_targets_of_sampled_rois(rng, mini):
+    """With sampling (more positives than slots), each chosen positive ROI's nucleus target is the crop of its
+    GT cell's nucleus; negatives and padding are zero."""
+    images = []
+    for _ in range(3):
+        proposals, class_ids, gt_boxes, masks = random_image(rng, mini)
+        images.append((proposals, class_ids, gt_boxes, masks, masks & gt_masks(rng, mini)))
+    outputs = run(layer(16, 0.25, mini, nucleus_masks=True), *images)
+    for b, (proposals, class_ids, gt_boxes, masks, nuclei) in enumerate(images):
+        rois, ids, _, got_masks, got_nuclei = (o[b] for o in outputs)
+        n_pos = int(np.count_nonzero(ids))
+        assert n_pos == 4  # the positive cap: sampled
+        _, _, _, gt = ref_split(proposals, class_ids, gt_boxes, nuclei)
+        want_ids, _, want_nuclei = ref_positive_targets(rois[:n_pos], gt, mini)
+        np.testing.assert_array_equal(ids[:n_pos], want_ids)
+        assert_masks_match(got_nuclei[:n_pos], want_nuclei)
+        assert np.all(got_nuclei <= got_masks) and not got_nuclei[n_pos:].any()

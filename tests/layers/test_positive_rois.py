@@ -35,3 +35,22 @@ def test_config_round_trip_and_symbolic_shapes():
     assert PositiveROIs.from_config(layer.get_config()).max_slots == 7
     rois, masks = layer([keras.Input((12, 4)), keras.Input((12,), dtype="int32"), keras.Input((12, 28, 28))])
     assert tuple(rois.shape) == (None, None, 4) and tuple(masks.shape) == (None, None, 28, 28)
+
+
+def test_further_targets_keep_the_same_slots(rng):
+    """NUCLEUS_MASKS: target_nucleus_mask rides along, cut to the same first P slots."""
+    import keras
+
+    rois = rng.random((2, 12, 4)).astype(np.float32)
+    masks = rng.random((2, 12, 6, 6)).astype(np.float32)
+    nuclei = rng.random((2, 12, 6, 6)).astype(np.float32)
+    class_ids = np.zeros((2, 12), np.int32)
+    class_ids[0, :3] = 1
+    out = PositiveROIs(max_slots=6)([rois, class_ids, masks, nuclei])
+    assert len(out) == 3
+    want_rois, want_masks = reference(rois, class_ids, masks, 6)
+    np.testing.assert_array_equal(np.asarray(out[1]), want_masks)
+    np.testing.assert_array_equal(np.asarray(out[2]), nuclei[:, :want_rois.shape[1]])
+    symbolic = PositiveROIs(max_slots=7)([keras.Input((12, 4)), keras.Input((12,), dtype="int32"),
+                                          keras.Input((12, 28, 28)), keras.Input((12, 28, 28))])
+    assert [tuple(t.shape) for t in symbolic] == [(None, None, 4), (None, None, 28, 28), (None, None, 28, 28)]
