@@ -1,15 +1,14 @@
 """Every private TensorFlow and Keras API mrcnn_tf uses, in one place.
 
-Each entry names the private module and attribute, why no public API serves, and what mrcnn_tf does
-without it. `tests/test_compat.py` imports every one of them, so an upgrade that moves a name fails
+The table gives the name `private(...)` takes, the private module, and what mrcnn_tf does where it is gone
+(no public API offers any of them in Keras 3.15 / TensorFlow 2.21). `tests/test_compat.py` imports every one of them, so an upgrade that moves a name fails
 there, loudly, instead of silently taking a slower or larger path at run time.
 
-    name                      private API                                                   without it
-    in_symbolic_scope         keras.src.backend.common.symbolic_scope.in_symbolic_scope     BatchNorm sees only KerasTensors
-    saving_lib                keras.src.saving.saving_lib                                    checkpoints keep optimizer slots
-    could_possibly_record     tensorflow.python.eager.record.could_possibly_record          matmul kernel gradient assumed
-    is_onednn_enabled         tensorflow.python.util._pywrap_util_port.IsMklEnabled          the oneDNN check says nothing
-    PyDatasetAdapter          keras.src.trainers.data_adapters.py_dataset_adapter          (bench/data_pipeline.py only)
+    in_symbolic_scope       keras.src.backend.common.symbolic_scope      BatchNorm then sees only KerasTensors
+    saving_lib              keras.src.saving.saving_lib                   checkpoints keep the optimizer's slots
+    could_possibly_record   tensorflow.python.eager.record                the matmul kernel gradient is assumed
+    is_onednn_enabled       tensorflow.python.util._pywrap_util_port      the oneDNN check says nothing
+    PyDatasetAdapter        keras.src.trainers.data_adapters              (bench/data_pipeline.py only)
 """
 import importlib
 import warnings

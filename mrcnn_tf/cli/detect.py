@@ -111,5 +111,6 @@ def detect(weights, logs, overrides, input_path, output, batch_size, no_overlays
     written = "detections.json, images.json and counts.csv" if no_overlays else \
         "overlays, detections.json, images.json and counts.csv"
     click.echo(f"Wrote {written} to {output}")
-    click.echo(f"Per-cell table (areas in {'um^2' if pixel_size else 'px'}): {pathlib.Path(output) / CellTable.FILE_NAME}"
+    unit = "um^2" if pixel_size else "px"
+    click.echo(f"Per-cell table (areas in {unit}): {pathlib.Path(output) / CellTable.FILE_NAME}"
                + ("; QuPath GeoJSON: one .geojson per image" if geojson else ""))

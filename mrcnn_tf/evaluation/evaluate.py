@@ -61,8 +61,9 @@ def evaluate_dataset(model, dataset, image_ids=None, progress=None, iou_threshol
         type, last column = missed}); ``cells`` and ``detections`` counts; ``mAP50_ci95`` (bootstrap over
         the images) and ``accuracy_ci95`` (Wilson, over the cells), 95 % intervals [lo, hi] or None. When the
         dataset has nucleus masks (``has_nucleus``) and the model's results carry ``nucleus_masks``
-        (Config.NUCLEUS_MASKS): ``nucleus_dice`` (mean Dice of predicted vs true nucleus over matched cells) and ``nc_ratio_mae``
-        (mean |predicted - true| nucleus-area / cell-area over matched cells); see evaluation/nucleus.py.
+        (Config.NUCLEUS_MASKS): ``nucleus_dice`` (mean Dice of predicted vs true nucleus over matched cells)
+        and ``nc_ratio_mae`` (mean |predicted - true| nucleus-area / cell-area over matched cells); see
+        evaluation/nucleus.py.
     """
     ids = list(dataset.image_ids if image_ids is None else image_ids)
     class_names = list(dataset.class_names)
