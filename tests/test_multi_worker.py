@@ -224,7 +224,7 @@ def free_ports(count):
 
 def train_args(dataset, logs, weights, gpus):
     args = ["train", "--dataset", str(dataset), "--weights", weights, "--logs", str(logs), "--seed", "0",
-            "--no-augment", "--schedule", "all:3"]
+            "--no-augment", "--schedule", "all:3"] + (["--config", "lisc"] if weights == "none" else [])
     for pair in WORKER_SET + [f"GPU_COUNT={gpus}"]:
         args += ["--set", pair]
     return args
