@@ -151,6 +151,11 @@ def mrcnn_mask_loss_graph(target_masks, target_class_ids, pred_masks):
     """
     channels_first = tf.transpose(_float(pred_masks), [0, 1, 4, 2, 3])  # [B, T, NC, h, w]
     pred = _at_target_class(channels_first, target_class_ids)  # [B, T, h, w]
+    return _positive_roi_bce(target_masks, target_class_ids, pred)
+
+
+def _positive_roi_bce(target_masks, target_class_ids, pred):
+    """Mean binary cross-entropy over every pixel of the positive ROIs: [B, T, h, w] targets and probabilities."""
     eps = 1e-7
     pred = tf.clip_by_value(pred, eps, 1.0 - eps)
     target = _float(target_masks)
@@ -177,14 +182,7 @@ def mrcnn_nucleus_mask_loss_graph(target_nucleus_masks, target_class_ids, pred_n
     pred = _float(pred_nucleus_masks)
     if pred.shape.rank == 5:
         pred = pred[..., 0]
-    eps = 1e-7
-    pred = tf.clip_by_value(pred, eps, 1.0 - eps)
-    target = _float(target_nucleus_masks)
-    bce = -(target * tf.math.log(pred) + (1.0 - target) * tf.math.log(1.0 - pred))
-    pixels = tf.cast(tf.shape(pred)[2] * tf.shape(pred)[3], tf.float32)
-    per_roi = tf.reduce_sum(bce, axis=[2, 3])
-    weights = _float(tf.cast(target_class_ids, tf.int32) > 0)
-    return tf.math.divide_no_nan(tf.reduce_sum(per_roi * weights), tf.reduce_sum(weights) * pixels)
+    return _positive_roi_bce(target_nucleus_masks, target_class_ids, pred)
 
 
 def l2_weight_decay(trainable_weights, decay):
