@@ -4,10 +4,11 @@
 type counts, cells cut by the image border. `plan(fp)` turns those into settings of the CPU recipe
 (`BccdConfig`'s, with what the data decides replaced): the resize that brings the median cell to
 `TARGET_CELL_PX`, anchor scales that cover the spread of cell sizes, the mean pixel, instance limits, repeat
-factors for rare types, mosaics where each image holds one cell small enough to crop around, and the steps from
-the dataset's size. Each choice carries what was measured and why (`Choice`), so `mrcnn-tf fingerprint DIR` and
-`mrcnn-tf train --dataset DIR --weights none` (with no `--config`) print one table and the run's config JSON keeps
-it (`Config.FINGERPRINT`). `--set` still overrides any line.
+factors for rare types, mosaics where each image holds one cell small enough to crop around, the steps from the
+dataset's size, and a nucleus head where every cell has a nucleus mask. Each choice carries what was measured and
+why (`Choice`), so `mrcnn-tf fingerprint DIR` and `mrcnn-tf train --dataset DIR --weights none` (with no
+`--config`) print one table and the run's config JSON keeps it (`Config.FINGERPRINT`). `--set` still overrides
+any line.
 """
 import math
 
@@ -140,6 +141,9 @@ def plan(fp, images_per_step=4):
                           f"{len(present)} types present, {fp['grey_images']} grey images",
                           "types from the colour inside each cell" if len(present) > 1 and fp["grey_images"] <
                           fp["images"] else "one type or grey images: the class head types"))
+    choices.append(Choice("NUCLEUS_MASKS", fp["has_nucleus"], "every cell has a nucleus mask" if fp["has_nucleus"]
+                          else "no nucleus masks", "the mask head also learns each cell's nucleus (N:C ratio, lobes "
+                          "in cells.csv)" if fp["has_nucleus"] else "cell masks only"))
     return choices, _warnings(fp, present)
 
 

@@ -53,6 +53,7 @@ def test_small_crops_of_one_cell_are_enlarged_and_never_mosaicked():
     assert values["MOSAIC_TILES"] == 1  # a half-size crop would cut the cell
     assert values["RPN_ANCHOR_SCALES"] == [16, 32, 64, 128, 256]
     assert values["NUM_CLASSES"] == 6 and values["SCHEDULE"] == "all:4"  # 56 passes x 8 images / 4 a step: 112 -> 200
+    assert values["NUCLEUS_MASKS"] is False  # these discs come without nucleus masks
 
 
 def test_fields_of_one_small_cell_keep_their_cells_at_the_recipes_size_in_mosaics():
@@ -94,6 +95,12 @@ def test_a_set_without_cells_is_refused():
     empty.load_mask = lambda i: (np.zeros((64, 64, 0), bool), np.zeros(0, np.int32))
     with pytest.raises(DatasetError, match="holds no cell"):
         fpm.fingerprint(empty)
+
+
+def test_a_set_with_nucleus_masks_gets_the_nucleus_head():
+    dataset = DiscFields(4, (120, 120), radius=35)
+    dataset.has_nucleus = True
+    assert chosen(dataset)[1]["NUCLEUS_MASKS"] is True
 
 
 def test_the_planned_config_applies_and_records_every_choice():
