@@ -5,10 +5,9 @@ checkpoint (`mrcnn_tf.wbc.runs`); `load_dataset` reads ``--dataset DIR`` (COCO o
 """
 import click
 
-from mrcnn_tf.inference.detect_folder import IMAGE_EXTENSIONS, class_names_for, list_images  # noqa: F401
-from mrcnn_tf.wbc.runs import (LISC_SUBSETS, load_config, load_dataset, misfit_message,  # noqa: F401
-                               resolve_checkpoint)
-from mrcnn_tf.wbc.runs import config_class_for as _config_class_for  # noqa: F401
+# The commands' names for the library helpers they call.
+from mrcnn_tf.inference.detect_folder import class_names_for, list_images  # noqa: F401
+from mrcnn_tf.wbc.runs import load_config, load_dataset  # noqa: F401
 from mrcnn_tf.wbc.runs import load_inference_model as _load_inference_model
 
 
