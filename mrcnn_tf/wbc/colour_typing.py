@@ -127,7 +127,12 @@ def pixel_compartment_features(pixels, nucleus_direction):
     if not len(pixels):
         return np.zeros(len(COMPARTMENT_FEATURE_NAMES))
     spaces = pixel_spaces(pixels)
-    nucleus = nucleus_pixels(spaces[2], nucleus_direction)
+    return split_compartment_features(pixels, nucleus_pixels(spaces[2], nucleus_direction), spaces)
+
+
+def split_compartment_features(pixels, nucleus, spaces=None):
+    """The "colour+compartments" features of a cell's [P, 3] uint8 pixels split by a given bool [P] `nucleus`."""
+    spaces = pixel_spaces(pixels) if spaces is None else spaces
     return np.concatenate([_statistics(spaces), [np.log(len(pixels))], _statistics(spaces, nucleus),
                            _statistics(spaces, ~nucleus), [nucleus.mean()]])
 
