@@ -302,8 +302,8 @@ class MaskRCNN:
 
     def predict_molded(self, molded_images, image_metas, anchors):
         """The inference graph's raw outputs for one molded batch (Matterport's output order: detections,
-        mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois, rpn_class, rpn_bbox), through a tf.function traced once
-        for all shapes (`trace_count` says how often it was)."""
+        mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois, rpn_class, rpn_bbox; with NUCLEUS_MASKS the nucleus masks
+        eighth), through a tf.function traced once for all shapes (`trace_count` says how often it was)."""
         if self._predict_fn is None:
             model = self.keras_model
 
