@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers_model import tiny_config
+from helpers_model import favour_foreground, tiny_config
 from mrcnn_tf import model as modellib
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.ops.anchors import compute_backbone_shapes, generate_pyramid_anchors
@@ -19,15 +19,6 @@ TRAINING_KEYS = ("rpn_class_logits", "rpn_class", "rpn_bbox", "mrcnn_class_logit
 def anchor_count(config, size):
     shapes = compute_backbone_shapes(config, (size, size))
     return int(sum(h * w for h, w in shapes)) * len(config.RPN_ANCHOR_RATIOS)
-
-
-def favour_foreground(mrcnn):
-    """Random weights may call every ROI background; a very low BG bias guarantees detections."""
-    dense = mrcnn.keras_model.get_layer("mrcnn_class_logits").layer
-    bias = np.zeros(dense.bias.shape, np.float32)
-    bias[0] = -20.0
-    dense.bias.assign(bias)
-    return mrcnn
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers_model import tiny_config
+from helpers_model import favour_foreground, tiny_config
 from helpers_weights import seeded_values, write_keras2_h5
 from mrcnn_tf.config import LOSS_NAMES, NUCLEUS_LOSS_NAME
 from mrcnn_tf.data.dataset import Dataset
@@ -20,6 +20,7 @@ from mrcnn_tf.data.targets import load_image_gt
 from mrcnn_tf.errors import ConfigError, DatasetError
 from mrcnn_tf.model import MaskRCNN
 from mrcnn_tf.nets.graph import training_output_names
+from mrcnn_tf.wbc.held_out import copy_weights as copy_layer_weights
 from mrcnn_tf.weights import matterport_h5 as W
 
 
@@ -178,21 +179,12 @@ def test_train_run_refuses_a_training_set_without_nuclei(tmp_path):
 
 
 # ---------------------------------------------------------------------- inference
-def favour_foreground(mrcnn):
-    dense = mrcnn.keras_model.get_layer("mrcnn_class_logits").layer
-    bias = np.zeros(dense.bias.shape, np.float32)
-    bias[0] = -20.0
-    dense.bias.assign(bias)
-    return mrcnn
-
-
 def copy_weights(source, target):
-    """Every weighted layer of `source` into the layer of that (Matterport) name in `target`."""
-    weighted = [layer for layer in source.keras_model.layers if layer.weights]
-    for layer in weighted:
-        target.keras_model.get_layer(layer.name).set_weights(layer.get_weights())
-    others = {layer.name for layer in target.keras_model.layers if layer.weights} - {layer.name for layer in weighted}
-    assert others == {"mrcnn_nucleus_mask"}
+    """Every weighted layer of `source` into the layer of that (Matterport) name in `target`; only the nucleus
+    head has no twin."""
+    weighted = {layer.name for layer in target.keras_model.layers if layer.weights}
+    assert copy_layer_weights(source.keras_model, target.keras_model) == len(weighted) - 1
+    assert weighted - {layer.name for layer in source.keras_model.layers} == {"mrcnn_nucleus_mask"}
 
 
 def test_detect_gains_nucleus_masks_and_keeps_the_rest(tmp_path):

@@ -11,7 +11,8 @@ import json
 import pathlib
 import signal
 
-from mrcnn_tf.engine.driver import DEFAULT_SCHEDULE, parse_schedule, saved_schedule, train_stages, write_run_file
+from mrcnn_tf.engine.driver import (DEFAULT_SCHEDULE, format_schedule, parse_schedule, saved_schedule,
+                                     train_stages, write_run_file)
 from mrcnn_tf.errors import ConfigError, MrcnnError
 from mrcnn_tf.wbc.presets import DEFAULT_PRESET, DEFAULT_SCRATCH_SCHEDULE, config_class, scratch_schedule
 
@@ -239,8 +240,7 @@ def train_run(config, train_set, val_set, logs_dir, stages, choice=None, fresh_r
         write_run_file(run_dir, stages, seed=seed, **(run_info or {}))
         if typer is not None:
             typer.save(run_dir / TYPER_FILE)  # evaluate and detect type the run's cells with it
-    echo(f"Run folder: {run_dir} (starting after epoch {model.epoch}); schedule "
-         + ",".join(f"{layers}:{epochs}@{lr:g}" for layers, epochs, lr in stages))
+    echo(f"Run folder: {run_dir} (starting after epoch {model.epoch}); schedule {format_schedule(stages)}")
     scorer = None
     if score_every:
         scorer = HeldOutEvaluation(model, val_set, stages[-1][1], score_every, echo=echo, typer=typer,
