@@ -94,7 +94,9 @@ class Config:
     TRAIN_BN = False
     GRADIENT_CLIP_NORM = 5.0
     # mrcnn_tf additions (not in Matterport).
-    MIXED_PRECISION = False  # "mixed_float16" compute with float32 losses and box math
+    # "mixed_float16" / "mixed_bfloat16": compute in 16 bits with float32 weights, losses, deltas and box math; "auto":
+    # bfloat16 on a CPU with bf16 units (AVX512-BF16 or AMX, engine/distribute.py), float32 elsewhere.
+    MIXED_PRECISION = False
     # > 0: before each checkpoint, recompute BatchNorm moving statistics on this many training
     # batches (detectron2's PreciseBN; see mrcnn_tf/engine/precise_bn.py). For TRAIN_BN None from scratch.
     BN_STATS_BATCHES = 0
@@ -263,9 +265,10 @@ class Config:
             fail("OPTIMIZER", "use 'sgd' (Matterport's SGD with momentum) or 'adam'")
         if self.TRAIN_BN not in (True, False, None) or not isinstance(self.TRAIN_BN, (bool, type(None))):
             fail("TRAIN_BN", "use False (frozen), True or None (trainable)")
-        if self.MIXED_PRECISION not in (False, True, "mixed_float16", "mixed_bfloat16") \
+        if self.MIXED_PRECISION not in (False, True, "mixed_float16", "mixed_bfloat16", "auto") \
                 or not isinstance(self.MIXED_PRECISION, (bool, str)):
-            fail("MIXED_PRECISION", "use False, True (mixed_float16), 'mixed_float16' or 'mixed_bfloat16'")
+            fail("MIXED_PRECISION", "use False, True (mixed_float16), 'mixed_float16', 'mixed_bfloat16' or 'auto' "
+                                    "(bfloat16 where the CPU has bf16 units)")
         for name in ("XLA", "DETECTION_NMS_CLASS_AGNOSTIC", "NUCLEUS_MASKS"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 fail(name, "use true or false")

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn_tf.backend.plan import kernel_plan
-from mrcnn_tf.engine.distribute import precision_policy, strategy_scope
+from mrcnn_tf.engine.distribute import policy_name, precision_policy, strategy_scope
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.nets.graph import build_inference_graph, build_training_graph, image_input_shape
 from mrcnn_tf.ops.anchors import compute_backbone_shapes, generate_pyramid_anchors
@@ -160,7 +160,8 @@ class MaskRCNN:
         self._log_dir_is_ours = False  # True once resumed from, or trained into, by this object
         self.set_log_dir()
         self.keras_model = self.build(mode=mode, config=config)
-        config.CPU_KERNELS = kernel_plan()  # saved with every checkpoint's config: which kernels this run used
+        # Saved with every checkpoint's config: which kernels, and which precision ("auto" resolved), this run used.
+        config.CPU_KERNELS = dict(kernel_plan(), precision=policy_name(config))
 
     # ------------------------------------------------------------------ building
     def build(self, mode, config):

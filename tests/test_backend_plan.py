@@ -45,6 +45,13 @@ def test_the_users_switches_are_what_the_plan_records(cpu, monkeypatch):
     assert kernel_plan()["conv_filter_grad"] == "matmul"
 
 
+def test_the_plan_records_whether_bf16_runs_on_the_cpus_own_units(cpu, monkeypatch):
+    cpu(True)
+    for units in (True, False):
+        monkeypatch.setattr(runtime, "cpu_runs_bf16", lambda: units)
+        assert kernel_plan()["bf16_units"] is units
+
+
 def test_a_gpu_needs_neither(cpu, monkeypatch):
     cpu(False)
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind: ["/GPU:0"])
@@ -57,7 +64,7 @@ def test_a_built_model_records_the_plan_in_its_config_json(tmp_path, cpu):
     config = tiny_config()
     assert config.CPU_KERNELS is None
     modellib.MaskRCNN("inference", config, str(tmp_path))
-    assert config.CPU_KERNELS == kernel_plan() and config.CPU_KERNELS["isa"] == "avx512"
+    assert config.CPU_KERNELS == dict(kernel_plan(), precision="float32") and config.CPU_KERNELS["isa"] == "avx512"
     saved = json.loads(config.save_json(tmp_path / "run.config.json").read_text())
     assert saved["CPU_KERNELS"]["conv_filter_grad"] == "native"
     # A record, never read back: the next machine decides for itself.

@@ -5,6 +5,9 @@ import pytest
 
 from helpers_model import tiny_config
 from helpers_training import fixed_batch
+import tensorflow as tf
+
+from mrcnn_tf.backend import runtime
 from mrcnn_tf.engine import distribute
 from mrcnn_tf import model as modellib
 from mrcnn_tf.errors import ConfigError
@@ -18,6 +21,34 @@ FLOAT32_INFERENCE = ("rpn_class", "rpn_bbox", "ROI", "mrcnn_class", "mrcnn_detec
                                          ("mixed_float16", "mixed_float16"), ("mixed_bfloat16", "mixed_bfloat16")])
 def test_policy_name(value, name):
     assert distribute.policy_name(tiny_config(MIXED_PRECISION=value)) == name
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A machine whose GPU, bf16 units and oneDNN the test chooses (the real CPU's flags are not read)."""
+    def choose(gpu=False, bf16=True, onednn=True):
+        monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind: ["/GPU:0"] if gpu and kind == "GPU" else [])
+        monkeypatch.setattr(runtime, "cpu_runs_bf16", lambda: bf16)
+        monkeypatch.setattr(runtime, "onednn_enabled", lambda: onednn)
+    return choose
+
+
+@pytest.mark.parametrize("gpu, bf16, onednn, name", [
+    (False, True, True, "mixed_bfloat16"),  # AVX512-BF16 or AMX with oneDNN: bf16
+    (False, False, True, "float32"),  # no bf16 units: emulated bf16 is slower than float32
+    (False, True, False, "float32"),  # oneDNN off: Eigen's bf16 kernels are slow
+    (True, True, True, "float32")])  # a GPU: the user names mixed_float16 or mixed_bfloat16 for it
+def test_auto_takes_bfloat16_only_where_the_cpu_has_it(machine, gpu, bf16, onednn, name):
+    machine(gpu=gpu, bf16=bf16, onednn=onednn)
+    assert distribute.policy_name(tiny_config(MIXED_PRECISION="auto")) == name
+
+
+def test_auto_is_resolved_in_the_run_record(machine, tmp_path):
+    machine(bf16=True)
+    config = tiny_config(MIXED_PRECISION="auto")
+    mrcnn = modellib.MaskRCNN("inference", config, str(tmp_path))
+    assert mrcnn.keras_model.dtype_policy.name == "mixed_bfloat16"
+    assert config.MIXED_PRECISION == "auto" and config.CPU_KERNELS["precision"] == "mixed_bfloat16"
 
 
 def test_policy_name_rejects_other_values():
@@ -84,7 +115,9 @@ def test_training_step_under_mixed_precision(tmp_path, policy, scaled):
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == scaled
     batch = fixed_batch(config, with_rois=True)
     outputs = model(batch, training=False)
-    assert outputs["mrcnn_mask"].dtype == "float32" and outputs["rpn_class_logits"].dtype == "float32"
+    # Logits, deltas and masks stay float32: the losses and box maths read them.
+    for name in ("mrcnn_mask", "rpn_class_logits", "rpn_bbox", "mrcnn_class_logits", "mrcnn_bbox"):
+        assert outputs[name].dtype == "float32", name
     losses = model.mrcnn_losses(batch, outputs)
     assert all(value.dtype == "float32" for value in losses.values())
     before = [w.numpy().copy() for w in model.trainable_weights]

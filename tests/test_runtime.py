@@ -90,3 +90,20 @@ def test_cpu_runs_avx512_reads_the_flags_and_onednns_cap(tmp_path):
     assert runtime.cpu_flags(str(cpuinfo)) >= runtime.AVX512_CORE_FLAGS  # the first CPU's line
     assert runtime.cpu_flags(str(tmp_path / "missing")) == frozenset()  # no /proc/cpuinfo (macOS...): no flags
     assert runtime.cpu_runs_avx512(frozenset(), environ={}) is False
+
+
+def test_cpu_runs_bf16_needs_the_units_and_no_cap_below_them():
+    from mrcnn_tf.backend import runtime
+
+    avx512 = {"fpu", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl"}
+    zen4 = avx512 | {"avx512_bf16"}
+    sapphire_rapids = avx512 | {"amx_tile", "amx_bf16", "amx_int8"}
+    assert runtime.cpu_runs_bf16(zen4, environ={}) is True
+    assert runtime.cpu_runs_bf16(sapphire_rapids, environ={}) is True
+    assert runtime.cpu_runs_bf16(avx512, environ={}) is False  # Skylake, Ice Lake: bf16 would be emulated
+    assert runtime.cpu_runs_bf16({"avx2", "fma"}, environ={}) is False
+    assert runtime.cpu_runs_bf16(frozenset(), environ={}) is False
+    for cap in ("AVX2", "AVX512_CORE", "avx512_core_vnni", "AVX", "SSE41"):  # oneDNN kept below its bf16 kernels
+        assert runtime.cpu_runs_bf16(zen4, environ={runtime.ISA_VARIABLE: cap}) is False
+    for cap in ("AVX512_CORE_BF16", "AVX512_CORE_AMX", "AVX10_1_512", "ALL", ""):
+        assert runtime.cpu_runs_bf16(sapphire_rapids, environ={runtime.ISA_VARIABLE: cap}) is True

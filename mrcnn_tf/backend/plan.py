@@ -13,7 +13,8 @@ def kernel_plan():
     Returns:
         dict: device ("cpu" or "gpu"), onednn (bool, or None where TensorFlow cannot say), isa ("avx512" where
         oneDNN runs AVX-512 kernels, else "below-avx512"), conv_filter_grad ("matmul-where-faster", "matmul" or
-        "native") and conv_bands ("where-faster" or "off").
+        "native"), conv_bands ("where-faster" or "off") and bf16_units (oneDNN runs bfloat16 on the CPU's own
+        units: what MIXED_PRECISION "auto" looks at).
     """
     import tensorflow as tf
 
@@ -28,4 +29,5 @@ def kernel_plan():
         onednn = None
     return {"device": "gpu" if gpu else "cpu", "onednn": onednn, "isa": "avx512" if avx512 else "below-avx512",
             "conv_filter_grad": policy,
-            "conv_bands": "where-faster" if band_conv.bands_enabled() and not gpu and not avx512 else "off"}
+            "conv_bands": "where-faster" if band_conv.bands_enabled() and not gpu and not avx512 else "off",
+            "bf16_units": runtime.cpu_runs_bf16()}

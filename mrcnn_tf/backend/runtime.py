@@ -24,6 +24,10 @@ ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"  # oneDNN's own cap on the instruction set its kernels use
 # oneDNN's avx512_core: the AVX-512 subsets its AVX-512 kernels need.
 AVX512_CORE_FLAGS = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"})
+# bfloat16 dot-product units oneDNN runs bf16 convolutions and matmuls on: AVX512-BF16 (Zen 4, Cooper Lake) or AMX.
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# ONEDNN_MAX_CPU_ISA values that stop oneDNN below its bf16 kernels (avx512_core_bf16 and up).
+BELOW_BF16_CAPS = ("SSE", "AVX2", "AVX512_CORE_VNNI")
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 
 # What the user had set before mrcnn_tf touched the environment (None: not set).
@@ -72,6 +76,22 @@ def cpu_runs_avx512(flags=None, environ=None):
     if cap.startswith(("SSE", "AVX2")) or cap == "AVX":
         return False
     return AVX512_CORE_FLAGS <= (cpu_flags() if flags is None else frozenset(flags))
+
+
+def cpu_runs_bf16(flags=None, environ=None):
+    """Whether oneDNN runs bfloat16 convolutions and matmuls on this CPU's own units (AVX512-BF16 or AMX) rather than
+    emulating them: the flags are there and ONEDNN_MAX_CPU_ISA does not cap oneDNN below them. False where the flags
+    cannot be read.
+
+    Args:
+        flags: the CPU's flags (default: `cpu_flags()`); environ: the environment (default `os.environ`).
+    """
+    environ = os.environ if environ is None else environ
+    flags = cpu_flags() if flags is None else frozenset(flags)
+    cap = environ.get(ISA_VARIABLE, "").strip().upper()
+    if cap in ("AVX", "AVX512_CORE") or cap.startswith(BELOW_BF16_CAPS):
+        return False
+    return AVX512_CORE_FLAGS <= flags and bool(BF16_FLAGS & flags)
 
 
 def onednn_enabled():

@@ -38,17 +38,34 @@ _TF_CONFIG_EXAMPLE = ('\'{"cluster": {"worker": ["host1:12345", "host2:12345"]},
 _MULTI_WORKER = {}  # {"strategy": the process's one MultiWorkerMirroredStrategy}, once created
 
 POLICIES = {False: "float32", True: "mixed_float16", "mixed_float16": "mixed_float16",
-            "mixed_bfloat16": "mixed_bfloat16"}
+            "mixed_bfloat16": "mixed_bfloat16", "auto": None}
+PRECISION_CHOICES = "False, True (mixed_float16), 'mixed_float16', 'mixed_bfloat16' or 'auto'"
 
 
 def policy_name(config):
-    """The Keras dtype policy name for `config.MIXED_PRECISION` ("float32", "mixed_float16", ...)."""
+    """The Keras dtype policy name for `config.MIXED_PRECISION` ("float32", "mixed_float16", ...).
+
+    "auto" resolves on the machine that builds the model: "mixed_bfloat16" on a CPU whose oneDNN kernels run bfloat16
+    on the CPU's own units (`backend.runtime.cpu_runs_bf16`), "float32" elsewhere; a GPU user names a policy.
+    """
     value = getattr(config, "MIXED_PRECISION", False)
-    # `True in POLICIES` would also match 1; only real bools and the two names are valid.
+    # `True in POLICIES` would also match 1; only real bools and the names are valid.
     if not isinstance(value, (bool, str)) or value not in POLICIES:
-        raise ConfigError(f"Config.MIXED_PRECISION = {value!r} is invalid: use False, True (mixed_float16), "
-                          "'mixed_float16' or 'mixed_bfloat16'")
-    return POLICIES[value]
+        raise ConfigError(f"Config.MIXED_PRECISION = {value!r} is invalid: use {PRECISION_CHOICES}")
+    return POLICIES[value] or auto_policy()
+
+
+def auto_policy():
+    """What MIXED_PRECISION "auto" means here: "mixed_bfloat16" on a CPU with bf16 units and oneDNN on, else "float32"."""
+    from mrcnn_tf.backend import runtime
+
+    if tf.config.list_logical_devices("GPU") or not runtime.cpu_runs_bf16():
+        return "float32"
+    try:
+        onednn = runtime.onednn_enabled()
+    except ImportError:  # the private check moved (backend/compat.py): bf16 off Eigen is slow, so do not guess
+        onednn = False
+    return "mixed_bfloat16" if onednn else "float32"
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from keras import layers, ops
 
 from mrcnn_tf.layers.batch_norm import BatchNorm
 from mrcnn_tf.layers.conv2d import Conv2D
+from mrcnn_tf.layers.conv2d_transpose import Conv2DTranspose
 from mrcnn_tf.layers.full_window_conv import FullWindowConv2D
 from mrcnn_tf.layers.roi_align import PyramidROIAlign
 
@@ -76,14 +77,17 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     # [B, N, 1, 1, fc] -> [B, N, fc]
     shared = layers.Reshape((-1, fc_layers_size), name="pool_squeeze")(x)
 
-    mrcnn_class_logits = TimeDistributed(layers.Dense(num_classes), name="mrcnn_class_logits")(shared)
+    # Logits and deltas in float32 under mixed precision (the losses and box maths read them; the layers are small).
+    mrcnn_class_logits = TimeDistributed(layers.Dense(num_classes, dtype="float32"), name="mrcnn_class_logits",
+                                         dtype="float32")(shared)
     # Softmax in float32 under mixed precision (float16 probabilities round small scores to 0).
     mrcnn_probs = TimeDistributed(layers.Activation("softmax", dtype="float32"), name="mrcnn_class",
                                   dtype="float32")(mrcnn_class_logits)
 
-    x = TimeDistributed(layers.Dense(num_classes * 4, activation="linear"), name="mrcnn_bbox_fc")(shared)
+    x = TimeDistributed(layers.Dense(num_classes * 4, activation="linear", dtype="float32"), name="mrcnn_bbox_fc",
+                        dtype="float32")(shared)
     # -1 keeps the ROI count dynamic (training T, inference POST_NMS_ROIS_INFERENCE or detections).
-    mrcnn_bbox = layers.Reshape((-1, num_classes, 4), name="mrcnn_bbox")(x)
+    mrcnn_bbox = layers.Reshape((-1, num_classes, 4), name="mrcnn_bbox", dtype="float32")(x)
     return mrcnn_class_logits, mrcnn_probs, mrcnn_bbox
 
 
@@ -113,7 +117,7 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         x = TimeDistributed(Conv2D(channels, (3, 3), padding="same"), name=f"mrcnn_mask_conv{i}")(x)
         x = TimeDistributed(BatchNorm(train_bn=train_bn), name=f"mrcnn_mask_bn{i}")(x, training=train_bn)
         x = layers.Activation("relu")(x)
-    x = TimeDistributed(layers.Conv2DTranspose(channels, (2, 2), strides=2, activation="relu"),
+    x = TimeDistributed(Conv2DTranspose(channels, (2, 2), strides=2, activation="relu"),
                         name="mrcnn_mask_deconv")(x)
     # The last 1x1 conv and its sigmoid in float32: mask probabilities go into log() in the loss.
     mrcnn_mask = TimeDistributed(Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid", dtype="float32"),

@@ -26,15 +26,16 @@ def rpn_graph(feature_map, anchors_per_location, anchor_stride, channels=512):
     """
     shared = Conv2D(channels, (3, 3), padding="same", activation="relu", strides=anchor_stride,
                            name="rpn_conv_shared")(feature_map)
+    # The 1x1 outputs in float32 under mixed precision: logits feed the losses, deltas the box maths (cheap: 1x1).
     x = Conv2D(2 * anchors_per_location, (1, 1), padding="valid", activation="linear",
-                      name="rpn_class_raw")(shared)
+                      name="rpn_class_raw", dtype="float32")(shared)
     # [B, H, W, A*2] -> [B, H*W*A, 2]: row-major flattening keeps the anchors' order.
-    rpn_class_logits = layers.Reshape((-1, 2), name="rpn_class_logits_reshape")(x)
+    rpn_class_logits = layers.Reshape((-1, 2), name="rpn_class_logits_reshape", dtype="float32")(x)
     # float32 under mixed precision: probabilities feed the proposal scores and the losses.
     rpn_probs = layers.Activation("softmax", name="rpn_class_xxx", dtype="float32")(rpn_class_logits)
     x = Conv2D(anchors_per_location * 4, (1, 1), padding="valid", activation="linear",
-                      name="rpn_bbox_pred")(shared)
-    rpn_bbox = layers.Reshape((-1, 4), name="rpn_bbox_reshape")(x)
+                      name="rpn_bbox_pred", dtype="float32")(shared)
+    rpn_bbox = layers.Reshape((-1, 4), name="rpn_bbox_reshape", dtype="float32")(x)
     return [rpn_class_logits, rpn_probs, rpn_bbox]
 
 
