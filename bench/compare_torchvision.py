@@ -3,6 +3,7 @@
     python bench/compare_torchvision.py                              # torch in this interpreter
     python bench/compare_torchvision.py --torch-python /path/to/venv/bin/python
     python bench/compare_torchvision.py --isa avx2                   # both limited to AVX2 kernels
+    python bench/compare_torchvision.py --bf16                       # also both in bfloat16, four workers
 
 torch and torchvision are not dependencies of mrcnn_tf: install them with `pip install -e ".[compare]"`, or
 point --torch-python at any interpreter that has them (numpy is all that side needs besides torch). Each
@@ -25,6 +26,7 @@ mrcnn_tf's training step on a Zen 5 EPYC); `--tf-set RPN_CONV_CHANNELS=256` time
 runs, on a machine that has AVX-512.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -121,6 +123,7 @@ def tf_models(parts, logs, work, overrides=()):
     from mrcnn_tf.model import MaskRCNN
 
     config = tf_config(overrides)
+    print(f"mrcnn_tf policy {config.MIXED_PRECISION or 'float32'}", file=sys.stderr)
     calls = {}
     if "infer" in parts:
         model = MaskRCNN("inference", config, logs)
@@ -139,10 +142,11 @@ def tf_worker(args, work):
     from mrcnn_tf.backend.runtime import onednn_enabled
 
     result = {"library": f"mrcnn_tf (tensorflow {tf.__version__}, oneDNN {'on' if onednn_enabled() else 'off'})"}
+    overrides = list(args.tf_set) + (["MIXED_PRECISION=mixed_bfloat16"] if args.precision == "bf16" else [])
     with tempfile.TemporaryDirectory() as logs:
         for part in args.parts:
             # One part at a time, as before: the inference model is released before training builds.
-            call = tf_models([part], logs, work, args.tf_set)[part]
+            call = tf_models([part], logs, work, overrides)[part]
             if part == "infer":
                 result["detections"] = len(call()[0]["class_ids"])
             result[part] = timed(call, args.runs, warmup=args.warmup)
@@ -162,11 +166,17 @@ def torch_worker(args, work):
     common = dict(weights=None, weights_backbone=None, num_classes=CLASSES, min_size=SIZE, max_size=SIZE)
     image = torch.from_numpy(work["image"]).permute(2, 0, 1).float() / 255
     result = {"library": f"torchvision {torchvision.__version__} (torch {torch.__version__})"}
+
+    def autocast():
+        if args.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     if "infer" in args.parts:
         model = maskrcnn_resnet50_fpn(**common, rpn_pre_nms_top_n_test=PROPOSALS_INFER,
                                       rpn_post_nms_top_n_test=PROPOSALS_INFER, box_score_thresh=0.0,
                                       box_detections_per_img=DETECTIONS).eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             result["detections"] = int(model([image])[0]["labels"].shape[0])
             result["infer"] = timed(lambda: model([image]), args.runs, warmup=args.warmup)
         del model
@@ -189,7 +199,8 @@ def torch_worker(args, work):
 
         def step():
             optimizer.zero_grad()
-            loss = sum(model([image], [target]).values())
+            with autocast():
+                loss = sum(model([image], [target]).values())
             loss.backward()
             optimizer.step()
 
@@ -205,8 +216,9 @@ def isa_env(isa):
     return {"ONEDNN_MAX_CPU_ISA": isa.upper(), "ATEN_CPU_CAPABILITY": isa}
 
 
-def run_worker(python, library, args, work_path):
-    command = [python, os.path.abspath(__file__), "--worker", library, "--work", work_path, "--threads",
+def run_worker(python, library, args, work_path, precision="fp32"):
+    command = [python, os.path.abspath(__file__), "--worker", library, "--precision", precision, "--work", work_path,
+               "--threads",
                str(args.threads), "--runs", str(args.runs), "--warmup", str(args.warmup), "--parts", *args.parts,
                *[f"--tf-set={item}" for item in args.tf_set]]
     env = dict(os.environ, **isa_env(args.isa))
@@ -218,6 +230,11 @@ def run_worker(python, library, args, work_path):
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def precision_of(key):
+    """"fp32" or "bf16" for a results key ("tf", "torch bf16", ...)."""
+    return key.split()[1] if " " in key else "fp32"
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -227,7 +244,9 @@ def cpu_model():
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{name} ({isa}{', VNNI' if 'avx512_vnni' in flags else ''})"
+    extras = [label for flag, label in (("avx512_vnni", "VNNI"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX"))
+              if flag in flags]
+    return f"{name} ({', '.join([isa] + extras)})"
 
 
 def main(argv=None):
@@ -242,7 +261,9 @@ def main(argv=None):
     parser.add_argument("--tf-set", action="append", default=[], metavar="KEY=VALUE",
                         help="a Config override for the mrcnn_tf side, e.g. RPN_CONV_CHANNELS=256: torchvision's "
                              "RPN conv is 256 wide, Matterport's (and the COCO weights') 512, twice its arithmetic")
+    parser.add_argument("--bf16", action="store_true", help="also time both libraries in bfloat16")
     parser.add_argument("--worker", choices=["tf", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -259,6 +280,9 @@ def main(argv=None):
         load_before = os.getloadavg()[0]
         results = {"tf": run_worker(sys.executable, "tf", args, work_path),
                    "torch": run_worker(args.torch_python, "torch", args, work_path)}
+        if args.bf16:
+            results["tf bf16"] = run_worker(sys.executable, "tf", args, work_path, "bf16")
+            results["torch bf16"] = run_worker(args.torch_python, "torch", args, work_path, "bf16")
     load_after = os.getloadavg()[0]
     print(f"bench/compare_torchvision.py  date={started:%Y-%m-%d %H:%M}  cmd=python {' '.join(sys.argv)}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cpus, threads={args.threads}, isa={args.isa}, "
@@ -267,18 +291,22 @@ def main(argv=None):
     for key in ("tf", "torch"):
         print(f"  {key:5s} {results[key]['library']}")
     summary = []
+    # (mrcnn_tf's run, torchvision's run) pairs to divide; with --bf16 also bf16 against fp32 and bf16.
+    pairs = [("tf", "torch")] + ([("tf bf16", "torch"), ("tf bf16", "torch bf16")] if args.bf16 else [])
     for part in args.parts:
-        tf_s, torch_s = results["tf"][part]["median"], results["torch"][part]["median"]
-        for key, seconds in (("tf", tf_s), ("torch", torch_s)):
-            runs = ", ".join(f"{t:.2f}" for t in results[key][part]["times"])
-            print(f"  {part:5s} {key:5s} median {seconds:7.3f} s  [{runs}]")
-        rois = results["torch"][part].get("box_head_rois")
-        if rois is not None:
-            print(f"  {part:5s} torchvision's box head saw {min(rois)}-{max(rois)} ROIs per timed step (mrcnn_tf's: "
-                  f"{ROIS_PER_IMAGE}, always)" + ("" if min(rois) == ROIS_PER_IMAGE else
-                                                   "  WARNING: not the same work, the ratio is not comparable"))
-        print(f"  {part:5s} mrcnn_tf / torchvision = {tf_s / torch_s:.2f}x")
-        summary.append(f"{part} {tf_s:.3f} s vs {torch_s:.3f} s = {tf_s / torch_s:.2f}x")
+        for key, result in results.items():
+            runs = ", ".join(f"{t:.2f}" for t in result[part]["times"])
+            print(f"  {part:5s} {key:10s} median {result[part]['median']:7.3f} s  [{runs}]")
+            rois = result[part].get("box_head_rois")
+            if rois is not None:
+                print(f"  {part:5s} {key}: torchvision's box head saw {min(rois)}-{max(rois)} ROIs per timed step "
+                      f"(mrcnn_tf's: {ROIS_PER_IMAGE}, always)" + ("" if min(rois) == ROIS_PER_IMAGE else
+                                                                   "  WARNING: not the same work, not comparable"))
+        for ours, theirs in pairs:
+            tf_s, torch_s = results[ours][part]["median"], results[theirs][part]["median"]
+            mine, other = precision_of(ours), precision_of(theirs)
+            print(f"  {part:5s} mrcnn_tf {mine} / torchvision {other} = {tf_s / torch_s:.2f}x")
+            summary.append(f"{part} {mine} {tf_s:.3f} s vs {other} {torch_s:.3f} s = {tf_s / torch_s:.2f}x")
     print(f"SUMMARY compare_torchvision {started:%Y-%m-%d} threads={args.threads} isa={args.isa}"
           + "".join(f" {item}" for item in args.tf_set) + ": "
           + "; ".join(summary) + f"; load {load_before:.1f}-{load_after:.1f}")
