@@ -104,10 +104,11 @@ class Config:
     # trained weights with this decay, ramped up over the first steps (mrcnn_tf/engine/weight_average.py); 0: the
     # weights of the last step, as Matterport.
     WEIGHT_EMA_DECAY = 0.0
-    # True: `mrcnn-tf train` also fits a colour typer on the training cells' masks and `evaluate` / `detect` take
-    # each cell's type from the colour inside its predicted mask (mrcnn_tf/wbc/colour_typing.py); False: the class head.
+    # True: `mrcnn-tf train` also fits a colour typer on the training cells' masks, and an inference model's
+    # `load_weights` takes it from beside the checkpoint: `detect` (and `evaluate`) take each cell's type and score from
+    # the colour inside its predicted mask (mrcnn_tf/inference/colour_typer.py); False: the class head.
     COLOUR_TYPING = False
-    # The colour typer's features (mrcnn_tf/wbc/colour_typing.py FEATURE_SETS): "colour+compartments" (the whole cell,
+    # The colour typer's features (mrcnn_tf/inference/colour_typer.py FEATURE_SETS): "colour+compartments" (the whole cell,
     # its nucleus and its cytoplasm apart) or "colour" (the whole cell only, for stains whose nucleus the split misses).
     COLOUR_TYPING_FEATURES = "colour+compartments"
     # True: one NMS over all classes, so an object is never reported under two classes (one cell,

@@ -145,6 +145,8 @@ class MaskRCNN:
         epoch: epochs already trained (restored by `load_weights` from a checkpoint name).
         log_dir, checkpoint_path: this run's folder and its checkpoint file pattern.
         anchors: pixel anchors of the last image shape passed to `get_anchors`.
+        typer: None, or the colour typer `detect` types with (Config.COLOUR_TYPING: `load_weights` loads the run's
+            ``colour_typer.json`` beside a checkpoint in inference mode; set it to None for the class head's types).
     """
 
     def __init__(self, mode, config, model_dir):
@@ -155,6 +157,7 @@ class MaskRCNN:
         self.model_dir = str(model_dir)
         self.epoch = 0
         self.anchors = None
+        self.typer = None
         self._anchor_cache = {}
         self._predict_fn = None
         self._log_dir_is_ours = False  # True once resumed from, or trained into, by this object
@@ -357,7 +360,9 @@ class MaskRCNN:
         Returns:
             one dict per image, in input order: rois int32 [N, 4] (y1, x1, y2, x2 pixels, y2/x2
             exclusive), class_ids int32 [N], scores float32 [N], masks bool [H, W, N]; with
-            Config.NUCLEUS_MASKS also nucleus_masks bool [H, W, N] (each inside its cell's mask).
+            Config.NUCLEUS_MASKS also nucleus_masks bool [H, W, N] (each inside its cell's mask). With a colour
+            `typer` each cell's class_id is the typer's type from the colour inside its mask and its score the
+            typer's probability of that type (`mrcnn_tf.inference.colour_typer.retype`).
         """
         self._require_mode("inference", "detect")
         if isinstance(images, np.ndarray) and images.ndim == 3:
@@ -379,6 +384,10 @@ class MaskRCNN:
                                      [self._as_rgb(images[i]).shape for i in indices], verbose=verbose)
             for i, result in zip(indices, outs):
                 results[i] = result
+        if self.typer is not None:
+            from mrcnn_tf.inference.colour_typer import retype
+
+            results = [retype(result, image, self.typer) for result, image in zip(results, images)]
         return results
 
     _predict = predict_molded  # the name of earlier releases
@@ -395,7 +404,8 @@ class MaskRCNN:
             image_metas: [N, IMAGE_META_SIZE].
 
         Returns:
-            as `detect`, with coordinates in the original image described by each meta.
+            as `detect`, with coordinates in the original image described by each meta; types from the class head
+            (the colour `typer` needs the original images: use `detect`).
         """
         self._require_mode("inference", "detect_molded")
         molded_images = np.asarray(molded_images, dtype=np.float32)
@@ -444,10 +454,23 @@ class MaskRCNN:
 
         `exclude` (layer names) implies by_name, as in Matterport. Afterwards `set_log_dir(filepath)`
         so that training from one of our checkpoints resumes its folder and epoch count.
+
+        With Config.COLOUR_TYPING in inference mode the run's colour typer beside `filepath` becomes `self.typer`
+        (a one-line warning and None when the file is missing), so `detect` types as `mrcnn-tf detect` does.
+
+        Raises:
+            MrcnnError: the typer file is damaged or for another NUM_CLASSES (before any weight is loaded).
         """
         from mrcnn_tf.weights.matterport_h5 import load_weights
 
+        typer = self.typer
+        if self.mode == "inference" and getattr(self.config, "COLOUR_TYPING", False):
+            from mrcnn_tf.inference.colour_typer import load_typer_beside
+
+            typer = load_typer_beside(filepath, self.config.NUM_CLASSES,
+                                      missing=lambda message: warnings.warn(message, stacklevel=4))  # the caller's line
         report = load_weights(self.keras_model, str(filepath), by_name=by_name, exclude=exclude, verbose=verbose)
+        self.typer = typer
         self.set_log_dir(filepath)
         return report
 

@@ -199,8 +199,13 @@ def test_detections_are_retyped_by_the_colour_inside_their_masks():
     typed = retype(result, image, typer)
     np.testing.assert_array_equal(typed["class_ids"], [2, 5])
     assert typed["class_ids"].dtype == np.int32 and result["class_ids"].tolist() == [5, 5]  # a copy
-    for key in ("rois", "scores", "masks"):
+    for key in ("rois", "masks"):
         assert typed[key] is result[key]
+    # The score is the typer's probability of the type it chose, not the class head's score of another class.
+    features = np.stack([typer.features(image, masks[:, :, i]) for i in range(2)])
+    np.testing.assert_allclose(typed["scores"], typer.predict_proba(features).max(1), rtol=1e-6)
+    assert typed["scores"].dtype == np.float32 and result["scores"].tolist() == pytest.approx([0.9, 0.4])
+    assert not np.allclose(typed["scores"], result["scores"])
     empty = {"rois": np.zeros((0, 4), np.int32), "class_ids": np.zeros(0, np.int32),
              "scores": np.zeros(0, np.float32), "masks": np.zeros((40, 80, 0), bool)}
     assert retype(empty, image, typer)["class_ids"].shape == (0,)

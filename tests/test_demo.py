@@ -131,8 +131,9 @@ def test_each_point_is_scored_again_with_the_colour_typer_on_the_same_detections
         def features(self, image, mask):
             return np.array([image[mask].mean()])
 
-        def predict(self, features):
-            return np.where(np.asarray(features)[:, 0] > 100, 2, 3)
+        def probabilities(self, features):  # columns: class ids 1, 2, 3
+            bright = np.asarray(features)[:, :1] > 100
+            return np.where(bright, [[0.0, 0.8, 0.2]], [[0.1, 0.3, 0.6]])
 
     scored = []
 

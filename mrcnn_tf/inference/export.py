@@ -17,6 +17,11 @@ Config.NUCLEUS_MASKS, ``nucleus_masks`` bool [H, W, N], each inside its mask). E
 
 Load with ``tf.saved_model.load(path)`` and call ``.signatures["serving_default"](image=...)``, or
 use `load_exported(path).detect(images)` for Matterport-style result dicts.
+
+Colour typing (Config.COLOUR_TYPING): the graph is the network alone, so its ``class_ids`` and ``scores`` are the
+class head's. A model with a colour typer (`MaskRCNN.typer`) is exported with it as ``colour_typer.json`` beside
+``saved_model.pb``, and `load_exported(path).detect` applies it, giving `MaskRCNN.detect`'s types and scores. A bare
+SavedModel consumer must apply that file itself (format and features: `mrcnn_tf.inference.colour_typer`).
 """
 import pathlib
 import shutil
@@ -25,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn_tf.errors import MrcnnError
+from mrcnn_tf.inference.colour_typer import TYPER_FILE, ColourTyper, retype
 from mrcnn_tf.ops.graph import generate_pyramid_anchors_graph
 
 SIGNATURE = "serving_default"
@@ -236,7 +242,8 @@ class DetectionModule(tf.Module):
 
 
 def export_saved_model(mrcnn, output_dir, force=False):
-    """Write a SavedModel of `mrcnn` (inference mode) with the ``serving_default`` signature.
+    """Write a SavedModel of `mrcnn` (inference mode) with the ``serving_default`` signature, and its colour typer
+    (`mrcnn.typer`, when it has one) as `TYPER_FILE` beside it.
 
     Args:
         mrcnn: an inference `MaskRCNN` with its weights loaded.
@@ -257,6 +264,8 @@ def export_saved_model(mrcnn, output_dir, force=False):
     module = DetectionModule(mrcnn)
     signature = module.detect.get_concrete_function()
     tf.saved_model.save(module, str(output_dir), signatures={SIGNATURE: signature})
+    if getattr(mrcnn, "typer", None) is not None:
+        mrcnn.typer.save(output_dir / TYPER_FILE)  # the graph's types are the class head's: load_exported retypes
     return output_dir
 
 
@@ -265,6 +274,10 @@ class ExportedModel:
 
     Args:
         path: a folder written by `export_saved_model`.
+
+    Attributes:
+        typer: the colour typer exported beside the SavedModel (`TYPER_FILE`), or None; `detect` types with it as
+            `MaskRCNN.detect` does (set it to None for the class head's types).
     """
 
     def __init__(self, path):
@@ -273,16 +286,19 @@ class ExportedModel:
             raise MrcnnError(f"{self.path}: not a SavedModel folder (no saved_model.pb); run `mrcnn-tf export`")
         self.module = tf.saved_model.load(str(self.path))
         self.signature = self.module.signatures[SIGNATURE]
+        typer_file = self.path / TYPER_FILE
+        self.typer = ColourTyper.load(typer_file) if typer_file.is_file() else None
 
     def detect(self, images, verbose=0):
         """One dict per uint8 RGB image: rois, class_ids, scores, masks (and nucleus_masks when exported
-        with them), as `MaskRCNN.detect`."""
+        with them), as `MaskRCNN.detect`, typed by the exported colour `typer` when there is one."""
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
         results = []
         for image in images:
             out = self.signature(image=tf.constant(np.asarray(image, dtype=np.uint8)))
-            results.append({key: out[key].numpy() for key in OUTPUT_KEYS + (NUCLEUS_KEY,) if key in out})
+            result = {key: out[key].numpy() for key in OUTPUT_KEYS + (NUCLEUS_KEY,) if key in out}
+            results.append(result if self.typer is None else retype(result, image, self.typer))
         return results
 
 

@@ -1,8 +1,8 @@
 """Run folders and dataset folders: what the commands, the demo and the benchmarks share above the model.
 
 `load_config` reads the config saved beside a checkpoint (LiscConfig's defaults for a foreign file),
-`load_inference_model` builds the inference `MaskRCNN` of a run (typed by the run's colour typer when it has
-one), `load_dataset` reads a COCO- or LISC-layout folder by its layout, and `misfit_message` turns weights of
+`load_inference_model` builds the inference `MaskRCNN` of a run (its `load_weights` takes the run's colour typer
+when it has one), `load_dataset` reads a COCO- or LISC-layout folder by its layout, and `misfit_message` turns weights of
 the wrong shapes into one line with a command-line fix.
 """
 import json
@@ -106,8 +106,9 @@ def resolve_checkpoint(weights, logs):
 def load_inference_model(weights, logs, overrides=(), colour_typing=True, echo=_stderr):
     """An inference `MaskRCNN` with the checkpoint's weights and config.
 
-    With `colour_typing`, COLOUR_TYPING on and the run's colour typer beside the checkpoint, the model's
-    `detect` takes the types from it (`colour_typing.typed_model`).
+    With COLOUR_TYPING on, `MaskRCNN.load_weights` takes the run's colour typer beside the checkpoint as the
+    model's `typer` (a warning when it is missing), so `detect` types by colour exactly as in Python; echo says
+    which file. `colour_typing=False` drops it (`model.typer = None`: the class head's types).
 
     Returns:
         (model, checkpoint path).
@@ -129,10 +130,13 @@ def load_inference_model(weights, logs, overrides=(), colour_typing=True, echo=_
             raise
         raise WeightsError(misfit_message(report, checkpoint, config)) from None
     if not colour_typing:
-        return model, checkpoint
-    from mrcnn_tf.wbc.colour_typing import typed_model
+        model.typer = None
+    elif model.typer is not None:
+        from mrcnn_tf.inference.colour_typer import typer_path
 
-    return typed_model(model, checkpoint, echo=echo), checkpoint
+        echo(f"Types from {typer_path(checkpoint)} ({model.typer.feature_set} inside each predicted mask; fitted on "
+             f"{model.typer.cells} cells)")
+    return model, checkpoint
 
 
 def misfit_message(report, checkpoint, config, training=False):
