@@ -7,6 +7,7 @@ Every random choice comes from a numpy Generator passed in, so a seeded pipeline
 import numpy as np
 
 from mrcnn_tf.data.augment import augment_image_and_masks
+from mrcnn_tf.data.dataset import check_nucleus_masks
 from mrcnn_tf.errors import DatasetError, MrcnnError
 from mrcnn_tf.ops.boxes import box_refinement, compute_overlaps, extract_bboxes
 from mrcnn_tf.ops.image import compose_image_meta, resize_image
@@ -25,9 +26,7 @@ def _rng(rng):
 def _nucleus_stack(dataset, image_id, mask, class_ids):
     """`dataset.load_nucleus_mask(image_id)` checked against the cell masks and clipped to its cells."""
     where = dataset.image_reference(image_id) or image_id
-    if not getattr(dataset, "has_nucleus", False) or not hasattr(dataset, "load_nucleus_mask"):
-        raise DatasetError(f"{where}: Config.NUCLEUS_MASKS is on but {type(dataset).__name__} has no nucleus masks "
-                           "(has_nucleus is not True): train with --set NUCLEUS_MASKS=false")
+    check_nucleus_masks(dataset, True, name=f"{type(dataset).__name__}, image {where}")
     nucleus, nucleus_ids = dataset.load_nucleus_mask(image_id)
     nucleus = np.asarray(nucleus).astype(bool)
     if nucleus.shape[-1] == 0 and mask.shape[-1] == 0:
