@@ -13,7 +13,8 @@ from mrcnn_tf.data.dataset import check_nucleus_masks
 from mrcnn_tf.data.image_cache import cache_for
 from mrcnn_tf.data.mosaic import load_mosaic_gt
 from mrcnn_tf.data.sampling import RepeatFactorOrder, image_class_ids, repeat_factors
-from mrcnn_tf.data.targets import build_rpn_targets, generate_random_rois, load_image_gt
+from mrcnn_tf.data.roi_targets import generate_random_rois
+from mrcnn_tf.data.targets import build_rpn_targets, load_image_gt
 from mrcnn_tf.errors import DatasetError
 from mrcnn_tf.ops.anchors import compute_backbone_shapes, generate_pyramid_anchors
 from mrcnn_tf.ops.image import mold_image
