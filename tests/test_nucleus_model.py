@@ -119,6 +119,18 @@ def test_load_image_gt_moves_nuclei_with_their_cells():
         load_image_gt(CellsDataset(has_nucleus=False), config, 1, nucleus_masks=True)
 
 
+class UnmatchedNuclei(CellsDataset):
+    def load_nucleus_mask(self, image_id):
+        nuclei, class_ids = super().load_nucleus_mask(image_id)
+        return nuclei[:, :, :1], class_ids[:1]
+
+
+def test_load_image_gt_refuses_nuclei_that_are_not_one_per_cell():
+    with pytest.raises(DatasetError, match=r"^1: load_nucleus_mask returned \(64, 64, 1\) masks for load_mask's "
+                                           r"\(64, 64, 2\); return one nucleus per instance of load_mask"):
+        load_image_gt(UnmatchedNuclei(), nucleus_config(), 1, nucleus_masks=True)
+
+
 def test_mosaic_and_generator_carry_nuclei():
     dataset = CellsDataset()
     config = nucleus_config(IMAGE_CACHE_MB=0)
