@@ -43,8 +43,8 @@ RUN_DIR_RE = re.compile(r"[\w-]*\d{8}T\d{4}(\d{2})?(_\d+)?$")
 _LAZY_EXPORTS = {
     "load_image_gt": "mrcnn_tf.data.targets",
     "build_rpn_targets": "mrcnn_tf.data.targets",
-    "generate_random_rois": "mrcnn_tf.data.targets",
-    "build_detection_targets": "mrcnn_tf.data.targets",
+    "generate_random_rois": "mrcnn_tf.data.roi_targets",
+    "build_detection_targets": "mrcnn_tf.data.roi_targets",
     "DataGenerator": "mrcnn_tf.data.pipeline",
     "data_generator": "mrcnn_tf.data.generator",
     "BatchNorm": "mrcnn_tf.layers.batch_norm",

@@ -111,6 +111,14 @@ def test_detect_single_file_and_errors(setup, tmp_path):
         invoke(["detect", "--logs", str(tmp_path / "nologs"), "--input", str(image), "--output", str(tmp_path)])
 
 
+def test_detect_refuses_a_pixel_size_that_is_not_positive(tmp_path):
+    for size in ("0", "-0.5"):
+        result = CliRunner().invoke(cli, ["detect", "--logs", str(tmp_path), "--input", str(tmp_path), "--output",
+                                          str(tmp_path / "out"), "--pixel-size", size])
+        assert result.exit_code == 2 and "Invalid value for '--pixel-size'" in result.output
+        assert "is not in the range x>0" in result.output and not (tmp_path / "out").exists()
+
+
 def test_evaluate_writes_design_keys(setup):
     root, _ = setup
     path = root / "eval.json"

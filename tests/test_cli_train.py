@@ -10,6 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers_coco import polygon_ann, write_coco
 from helpers_model import tiny_config
 
 from mrcnn_tf.engine.checkpoints import WeightsChoice, save_checkpoint
@@ -125,6 +126,19 @@ def test_missing_dataset_is_the_loaders_one_line_error(tmp_path, capsys):
                          "--logs", str(tmp_path / "logs")], capsys)
     one_line_error(code, out.err, f"Error: {tmp_path / 'LSIC'}: dataset folder not found",
                    "make a synthetic one with `mrcnn-tf synth DIR`")
+    assert not (tmp_path / "logs").exists()
+
+
+def test_nucleus_masks_on_data_without_nuclei_is_one_line(tmp_path, capsys):
+    """--set NUCLEUS_MASKS=true on a COCO set without 'nucleus' segmentations: refused before any model or run."""
+    for subset in ("train", "val"):
+        write_coco(tmp_path / "coco", {"a.png": (64, 64)}, [polygon_ann(1, "a.png", [8, 8, 40, 8, 40, 40, 8, 40])],
+                   subset=subset)
+    code, out = run_cli(tiny_args("train", "--dataset", tmp_path / "coco", "--weights", "none", "--config", "lisc",
+                                  "--logs", tmp_path / "logs", "--schedule", "all:1", "--set", "NUCLEUS_MASKS=true"),
+                        capsys)
+    one_line_error(code, out.err, f"NUCLEUS_MASKS is on but the training set ({tmp_path / 'coco'}) has no nucleus "
+                   "masks (has_nucleus is False;", "train with --set NUCLEUS_MASKS=false, or add nucleus masks")
     assert not (tmp_path / "logs").exists()
 
 

@@ -114,8 +114,21 @@ def test_load_image_gt_moves_nuclei_with_their_cells():
     for _ in range(2):
         assert len(load_image_gt(dataset, config, 1, cache=cache)) == 5
         np.testing.assert_array_equal(load_image_gt(dataset, config, 1, cache=cache, nucleus_masks=True)[5], nuclei)
-    with pytest.raises(DatasetError, match="NUCLEUS_MASKS=false"):
+    with pytest.raises(DatasetError, match=r"the dataset \(CellsDataset, image 1\) has no nucleus masks "
+                                           r"\(has_nucleus is False;.*--set NUCLEUS_MASKS=false"):
         load_image_gt(CellsDataset(has_nucleus=False), config, 1, nucleus_masks=True)
+
+
+class UnmatchedNuclei(CellsDataset):
+    def load_nucleus_mask(self, image_id):
+        nuclei, class_ids = super().load_nucleus_mask(image_id)
+        return nuclei[:, :, :1], class_ids[:1]
+
+
+def test_load_image_gt_refuses_nuclei_that_are_not_one_per_cell():
+    with pytest.raises(DatasetError, match=r"^1: load_nucleus_mask returned \(64, 64, 1\) masks for load_mask's "
+                                           r"\(64, 64, 2\); return one nucleus per instance of load_mask"):
+        load_image_gt(UnmatchedNuclei(), nucleus_config(), 1, nucleus_masks=True)
 
 
 def test_mosaic_and_generator_carry_nuclei():
@@ -133,7 +146,8 @@ def test_mosaic_and_generator_carry_nuclei():
     assert x[7][0, :, :, :count].any(axis=(0, 1)).all() and not x[7][0, :, :, count:].any()
     assert np.all(x[7] <= x[6])
     assert len(DataGenerator(dataset, tiny_config(), shuffle=False).inputs(0)) == 7
-    with pytest.raises(DatasetError, match="CellsDataset has no nucleus masks.*--set NUCLEUS_MASKS=false"):
+    refusal = r"the dataset \(CellsDataset\) has no nucleus masks.*--set NUCLEUS_MASKS=false"
+    with pytest.raises(DatasetError, match=refusal):
         DataGenerator(CellsDataset(has_nucleus=False), config)  # at once, not in the first batch
 
 
@@ -164,18 +178,42 @@ def test_training_graph_trains_the_nucleus_head(tmp_path):
     assert [t.name for t in plain.inputs][-1] == "input_gt_masks"
 
 
-def test_train_run_refuses_a_training_set_without_nuclei(tmp_path):
-    from mrcnn_tf.wbc.training_run import check_nucleus_masks, train_run
+def test_train_run_refuses_data_without_nuclei(tmp_path):
+    from mrcnn_tf.wbc.training_run import train_run
 
-    refusal = r"training set \(cells-data\) has no nucleus masks.*--set NUCLEUS_MASKS=false"
+    refusal = r"the training set \(cells-data\) has no nucleus masks.*--set NUCLEUS_MASKS=false"
     with pytest.raises(ConfigError, match=refusal):
         train_run(nucleus_config(), CellsDataset(has_nucleus=False), CellsDataset(), tmp_path, [("all", 1, 1e-3)],
                   run_info={"dataset": "cells-data"}, echo=lambda *_: None)
-    with pytest.raises(ConfigError, match=r"training set \(CellsDataset\) has no nucleus masks"):
-        check_nucleus_masks(CellsDataset(has_nucleus=False), nucleus_config())
-    check_nucleus_masks(CellsDataset(has_nucleus=False), tiny_config())  # off: nothing to check
-    check_nucleus_masks(CellsDataset(), nucleus_config())
+    with pytest.raises(ConfigError, match=r"the validation set \(CellsDataset\) has no nucleus masks"):
+        train_run(nucleus_config(), CellsDataset(), CellsDataset(has_nucleus=False), tmp_path, [("all", 1, 1e-3)],
+                  echo=lambda *_: None)
     assert not any(tmp_path.iterdir())  # refused before any model or run folder
+
+
+class PathCells(CellsDataset):
+    def image_reference(self, image_id):
+        return f"/data/cells/{image_id}.png"
+
+
+def test_one_nucleus_refusal_for_every_caller():
+    """`check_nucleus_masks` is the message of the generator, load_image_gt and train_run: it names the data
+    (by default its class and first image), the has_nucleus value and the fix, as the caller's error class."""
+    from mrcnn_tf.data.dataset import check_nucleus_masks
+
+    check_nucleus_masks(CellsDataset(has_nucleus=False), False)  # off: nothing to check
+    check_nucleus_masks(CellsDataset(), True)
+    with pytest.raises(DatasetError, match=r"^NUCLEUS_MASKS is on but the dataset \(PathCells, first image "
+                                           r"/data/cells/0.png\) has no nucleus masks \(has_nucleus is False; "
+                                           r".*: train with --set NUCLEUS_MASKS=false, or add nucleus masks"):
+        check_nucleus_masks(PathCells(has_nucleus=False), True)
+    no_loader = Dataset()
+    no_loader.has_nucleus = True  # claimed, but nothing to load them with
+    with pytest.raises(ConfigError, match=r"the training set \(DIR\) has no nucleus masks \(it has no "
+                                          r"load_nucleus_mask method;"):
+        check_nucleus_masks(no_loader, True, "training set", "DIR", ConfigError)
+    with pytest.raises(DatasetError, match=r"\(Dataset\) has no nucleus masks \(has_nucleus is None;"):
+        check_nucleus_masks(Dataset(), True)
 
 
 # ---------------------------------------------------------------------- inference

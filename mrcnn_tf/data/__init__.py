@@ -9,7 +9,7 @@ _EXPORTS = {
     "Dataset": "mrcnn_tf.data.dataset",
     "load_image_gt": "mrcnn_tf.data.targets",
     "build_rpn_targets": "mrcnn_tf.data.targets",
-    "generate_random_rois": "mrcnn_tf.data.targets",
+    "generate_random_rois": "mrcnn_tf.data.roi_targets",
     "MASK_AUGMENTERS": "mrcnn_tf.data.augment",
     "augment_image_and_masks": "mrcnn_tf.data.augment",
     "lisc_augmentation": "mrcnn_tf.data.augment",

@@ -202,3 +202,30 @@ class Dataset:
         warnings.warn("You are using the default load_mask(), maybe you need to define your own one.",
                       stacklevel=2)
         return np.empty([0, 0, 0], dtype=bool), np.empty([0], dtype=np.int32)
+
+
+def check_nucleus_masks(dataset, enabled, role="dataset", name=None, error=DatasetError):
+    """Refuse Config.NUCLEUS_MASKS on a dataset without nucleus masks, with the one message the generator,
+    `load_image_gt` and `train_run` give.
+
+    Args:
+        dataset: a `Dataset`; it has nucleus masks when ``has_nucleus is True`` and it has `load_nucleus_mask`.
+        enabled: Config.NUCLEUS_MASKS (False: nothing to check).
+        role: what the data is to the caller ("dataset", "training set", "validation set").
+        name: how the message names it, e.g. the dataset folder (default: its class and first image).
+        error: the exception class to raise (each caller keeps its own: DatasetError, ConfigError).
+
+    Raises:
+        `error`: "NUCLEUS_MASKS is on but the <role> (<name>) has no nucleus masks (...)", with the fix.
+    """
+    has_nucleus = getattr(dataset, "has_nucleus", None)
+    if not enabled or (has_nucleus is True and hasattr(dataset, "load_nucleus_mask")):
+        return
+    if not name:
+        ids = getattr(dataset, "image_ids", ())
+        first = dataset.image_reference(ids[0]) if len(ids) and hasattr(dataset, "image_reference") else None
+        name = type(dataset).__name__ + (f", first image {first}" if first else "")
+    why = "it has no load_nucleus_mask method" if has_nucleus is True else f"has_nucleus is {has_nucleus!r}"
+    raise error(f"NUCLEUS_MASKS is on but the {role} ({name}) has no nucleus masks ({why}; COCO 'nucleus' "
+                "segmentations or LISC grey-coded masks give them): train with --set NUCLEUS_MASKS=false, or add "
+                "nucleus masks to the data")

@@ -6,13 +6,16 @@ Matterport's ``modellib.data_generator``, notebooks above all::
     g = modellib.data_generator(dataset, config, shuffle=True, random_rois=2000, batch_size=4,
                                 detection_targets=True)
     inputs, [mrcnn_class_ids, mrcnn_bbox, mrcnn_mask] = next(g)
+
+With Config.NUCLEUS_MASKS the inputs carry `DataGenerator`'s gt_nucleus_masks and the outputs gain the
+nucleus targets, each after Matterport's own; without it both are exactly Matterport's.
 """
 import warnings
 
 import numpy as np
 
 from mrcnn_tf.data.pipeline import DataGenerator
-from mrcnn_tf.data.targets import build_detection_targets
+from mrcnn_tf.data.roi_targets import build_detection_targets
 
 # Seed-stream tag of the head-target sampling (DataGenerator's per-image draws use tag 1).
 _TARGETS_STREAM = 2
@@ -45,10 +48,12 @@ def data_generator(dataset, config, shuffle=True, augment=False, augmentation=No
             rpn_bbox [B, RPN_TRAIN_ANCHORS_PER_IMAGE, 4], gt_class_ids int32 [B, MAX_GT_INSTANCES],
             gt_boxes [B, MAX_GT_INSTANCES, 4] pixels, gt_masks bool [B, h, w, MAX_GT_INSTANCES]]
             (`DataGenerator`'s seven), then rpn_rois [B, random_rois, 4] with random_rois, then
+            gt_nucleus_masks bool (the layout of gt_masks) with Config.NUCLEUS_MASKS, then
             rois [B, TRAIN_ROIS_PER_IMAGE, 4] (the ROIs chosen for the targets) with detection_targets.
         outputs: [] or, with detection targets, [mrcnn_class_ids int32 [B, T, 1],
             mrcnn_bbox float32 [B, T, NUM_CLASSES, 4], mrcnn_mask float32 [B, T, mh, mw, NUM_CLASSES]]
-            (Matterport's extra last axis on the class ids included).
+            (Matterport's extra last axis on the class ids included); with Config.NUCLEUS_MASKS a fourth,
+            mrcnn_nucleus_mask float32 [B, T, mh, mw, 1] in {0, 1} (`build_detection_targets`).
     """
     if detection_targets and not random_rois:
         warnings.warn("data_generator(detection_targets=True) builds the heads' targets for random ROIs; with "
@@ -67,10 +72,10 @@ def _batches(generator, config, with_targets):
             outputs = []
             if with_targets:
                 rng = np.random.default_rng([generator.seed, generator.epoch, index, _TARGETS_STREAM])
-                rois, class_ids, bboxes, masks = (np.stack(t) for t in zip(*[
+                rois, class_ids, *targets = (np.stack(t) for t in zip(*[
                     _image_targets(inputs, b, config, rng) for b in range(generator.batch_size)]))
                 inputs.append(rois)
-                outputs = [class_ids[..., None], bboxes, masks]
+                outputs = [class_ids[..., None], *targets]  # bboxes, masks (and nucleus masks)
             yield inputs, outputs
         generator.on_epoch_end()
 
@@ -79,4 +84,7 @@ def _image_targets(inputs, b, config, rng):
     """`build_detection_targets` for image `b` of a batch, its GT padding removed."""
     class_ids, boxes, masks, rpn_rois = inputs[4][b], inputs[5][b], inputs[6][b], inputs[7][b]
     real = class_ids != 0  # DataGenerator zero-pads; crowds (< 0) stay
-    return build_detection_targets(rpn_rois, class_ids[real], boxes[real], masks[:, :, real], config, rng=rng)
+    # With Config.NUCLEUS_MASKS, DataGenerator's last array (after rpn_rois) holds the nuclei.
+    nuclei = inputs[8][b][:, :, real] if getattr(config, "NUCLEUS_MASKS", False) else None
+    return build_detection_targets(rpn_rois, class_ids[real], boxes[real], masks[:, :, real], config, rng=rng,
+                                   gt_nucleus_masks=nuclei)

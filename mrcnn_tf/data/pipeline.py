@@ -9,10 +9,12 @@ import math
 import keras
 import numpy as np
 
+from mrcnn_tf.data.dataset import check_nucleus_masks
 from mrcnn_tf.data.image_cache import cache_for
 from mrcnn_tf.data.mosaic import load_mosaic_gt
 from mrcnn_tf.data.sampling import RepeatFactorOrder, image_class_ids, repeat_factors
-from mrcnn_tf.data.targets import build_rpn_targets, generate_random_rois, load_image_gt
+from mrcnn_tf.data.roi_targets import generate_random_rois
+from mrcnn_tf.data.targets import build_rpn_targets, load_image_gt
 from mrcnn_tf.errors import DatasetError
 from mrcnn_tf.ops.anchors import compute_backbone_shapes, generate_pyramid_anchors
 from mrcnn_tf.ops.image import mold_image
@@ -89,10 +91,7 @@ class DataGenerator(keras.utils.PyDataset):
         if self.image_ids.size == 0:
             raise DatasetError("the dataset has no image with an instance: check the masks (or call "
                                "dataset.prepare() after loading)")
-        if getattr(config, "NUCLEUS_MASKS", False) and getattr(dataset, "has_nucleus", False) is not True:
-            raise DatasetError(f"Config.NUCLEUS_MASKS is on but {type(dataset).__name__} has no nucleus masks "
-                               "(has_nucleus is not True; COCO 'nucleus' segmentations or LISC grey codes give "
-                               "them): train with --set NUCLEUS_MASKS=false")
+        check_nucleus_masks(dataset, getattr(config, "NUCLEUS_MASKS", False))  # at once, not in the first batch
         self.steps = int(steps) if steps else math.ceil(self.image_ids.size / self.batch_size)
         self._anchors = {}
         # Loaded and resized images by id between epochs (Config.IMAGE_CACHE_MB; data/image_cache.py).

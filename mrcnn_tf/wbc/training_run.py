@@ -149,17 +149,6 @@ def load_train_val(dataset_dir):
     return datasets["train"], datasets["val"]
 
 
-def check_nucleus_masks(dataset, config, name=None):
-    """Refuse NUCLEUS_MASKS on a training set without nucleus masks (its `has_nucleus` is not True)."""
-    if not config.NUCLEUS_MASKS or getattr(dataset, "has_nucleus", False) is True:
-        return
-    if not name:
-        first = dataset.image_reference(dataset.image_ids[0]) if len(getattr(dataset, "image_ids", ())) else None
-        name = type(dataset).__name__ + (f" of {first}" if first else "")
-    raise ConfigError(f"NUCLEUS_MASKS is on but the training set ({name}) has no nucleus masks (COCO 'nucleus' "
-                      "segmentations or LISC grey codes): pass --set NUCLEUS_MASKS=false")
-
-
 def fit_typer(train_set, config, echo=print):
     """COLOUR_TYPING: the colour typer fitted on the training cells' own masks (None when the config types by
     its class head)."""
@@ -220,12 +209,15 @@ def train_run(config, train_set, val_set, logs_dir, stages, choice=None, fresh_r
     import keras
 
     from mrcnn_tf.data.augment import augmentation_for
+    from mrcnn_tf.data.dataset import check_nucleus_masks
     from mrcnn_tf.engine import training
     from mrcnn_tf.model import MaskRCNN
     from mrcnn_tf.wbc.colour_typing import TYPER_FILE
     from mrcnn_tf.wbc.held_out import HeldOutEvaluation
 
-    check_nucleus_masks(train_set, config, name=(run_info or {}).get("dataset"))
+    # NUCLEUS_MASKS on data without nuclei: refused before any model or run folder exists.
+    for role, dataset in (("training set", train_set), ("validation set", val_set)):
+        check_nucleus_masks(dataset, config.NUCLEUS_MASKS, role, (run_info or {}).get("dataset"), ConfigError)
     if seed is not None:
         keras.utils.set_random_seed(seed)
     typer = fit_typer(train_set, config, echo)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mrcnn_tf.config import Config
-from mrcnn_tf.data.targets import build_detection_targets
+from mrcnn_tf.data.roi_targets import build_detection_targets
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.layers import DetectionTargetLayer
 from mrcnn_tf.ops.boxes import norm_boxes
@@ -226,3 +226,106 @@ def test_twin_of_detection_target_layer(rng, mini):
             np.testing.assert_array_equal(out_masks[row, :, :, c][clear], want[3][row][clear])
         # Short of ROIs, the numpy twin fills its remaining rows with repeated negatives.
         assert np.abs(rois[taken:]).sum(1).all()
+
+
+# ---------------------------------------------------------------- nucleus targets (Config.NUCLEUS_MASKS)
+def nucleus_config(**kwargs):
+    config = make_config(**kwargs)
+    config.NUCLEUS_MASKS = True
+    return config
+
+
+def cells_and_nuclei(rng, mini, boxes=GT_BOXES):
+    """Cell masks and random nuclei inside them, both mini masks in the cell box's frame with `mini`."""
+    cells = full_masks(rng, boxes)
+    nuclei = cells & (rng.random(cells.shape) > 0.4)
+    if mini:
+        return minimize_mask(boxes, cells, (12, 10)), minimize_mask(boxes, nuclei, (12, 10))
+    return cells, nuclei
+
+
+@pytest.mark.parametrize("mini", [True, False])
+def test_nucleus_targets_twin_of_the_layer(rng, mini):
+    """Each positive's nucleus target is its GT cell's nucleus cropped with the cell's box: as the slow
+    reference and DetectionTargetLayer's target_nucleus_mask; the other four targets are the flag-off ones."""
+    rois_total = 200
+    config, plain = nucleus_config(rois=rois_total, ratio=0.1, mini=mini, mask_shape=(14, 14)), \
+        make_config(rois=rois_total, ratio=0.1, mini=mini, mask_shape=(14, 14))
+    layer = DetectionTargetLayer(rois_total, 0.1, STD, (14, 14), mini, nucleus_masks=True)
+    for _ in range(3):
+        rois_in, boxes = random_case(rng)
+        class_ids_in = np.array([1, 3, -1], np.int32)
+        masks, nuclei = cells_and_nuclei(rng, mini, boxes)
+        *got, got_nuclei = build_detection_targets(rois_in, class_ids_in, boxes, masks, config,
+                                                   rng=np.random.default_rng(5), gt_nucleus_masks=nuclei)
+        for a, b in zip(got, build_detection_targets(rois_in, class_ids_in, boxes, masks, plain,
+                                                     rng=np.random.default_rng(5))):
+            np.testing.assert_array_equal(a, b)
+        rois, class_ids, _, out_masks = got
+        assert got_nuclei.shape == (rois_total, 14, 14, 1) and got_nuclei.dtype == np.float32
+        want = [np.asarray(t)[0] for t in layer([norm_boxes(rois_in, (SIZE, SIZE))[None].astype(np.float32),
+                                                 class_ids_in[None], norm_boxes(boxes, (SIZE, SIZE))[None]
+                                                 .astype(np.float32), masks[None], nuclei[None]])]
+        positives = int(np.count_nonzero(class_ids))
+        assert positives == int(np.count_nonzero(want[1])) >= 1
+        for row in range(positives):
+            unrounded = ref_roi_targets(rois[row], class_ids_in, boxes, nuclei, mini, (14, 14))[3]
+            assert_mask_matches(got_nuclei[row, :, :, 0], unrounded)
+            clear = np.abs(unrounded - 0.5) > 1e-4
+            np.testing.assert_array_equal(got_nuclei[row, :, :, 0][clear], want[4][row][clear])
+            assert np.all(got_nuclei[row, :, :, 0] <= out_masks[row, :, :, class_ids[row]])  # inside its cell
+        assert got_nuclei[:positives].any() and not got_nuclei[positives:].any()  # negatives: zero
+
+
+@pytest.mark.parametrize("mini", [True, False])
+def test_nucleus_on_the_roi_border(mini):
+    """A nucleus filling the left of its cell up to the box's edges: where it lies, its target equals the cell's
+    target, border rows and columns included, for a ROI on the box and one whose edge cuts the nucleus."""
+    box = np.array([[10, 10, 30, 34]], np.int32)
+    cells = np.zeros((SIZE, SIZE, 1), bool)
+    cells[10:30, 10:34] = True
+    nuclei = np.zeros_like(cells)
+    nuclei[10:30, 10:22] = True  # touches the box's top, bottom and left edges
+    if mini:
+        cells, nuclei = minimize_mask(box, cells, (12, 10)), minimize_mask(box, nuclei, (12, 10))
+    rois_in = np.array([[10, 10, 30, 34], [10, 14, 30, 38]], np.int32)  # on the box; cutting the nucleus
+    rois, class_ids, _, out_masks, out_nuclei = build_detection_targets(
+        rois_in, np.array([2]), box, cells, nucleus_config(rois=4, ratio=0.5, mini=mini), gt_nucleus_masks=nuclei)
+    assert class_ids.tolist() == [2, 2, 0, 0] and not out_nuclei[2:].any()
+    layer = DetectionTargetLayer(4, 0.5, STD, (8, 8), mini, nucleus_masks=True)
+    want = layer([norm_boxes(rois_in, (SIZE, SIZE))[None].astype(np.float32), np.array([[2]], np.int32),
+                  norm_boxes(box, (SIZE, SIZE))[None].astype(np.float32), cells[None], nuclei[None]])[4][0]
+    for row, left in ((0, 4), (1, 3)):  # left: columns of the 8-wide target sampled inside the nucleus
+        nucleus, cell = out_nuclei[row, :, :, 0], out_masks[row, :, :, 2]
+        np.testing.assert_array_equal(nucleus[:, :left], cell[:, :left])
+        assert nucleus[:, :left].all() and not nucleus[:, left:].any()
+        unrounded = ref_roi_targets(rois[row], [2], box, nuclei, mini, (8, 8))[3]
+        assert_mask_matches(nucleus, unrounded)
+        clear = np.abs(unrounded - 0.5) > 1e-4  # the mini mask's own edges are float rounding's to decide
+        np.testing.assert_array_equal(nucleus[clear], np.asarray(want[row])[clear])
+
+
+@pytest.mark.parametrize("case", ["no_positive", "no_gt"])
+def test_nucleus_targets_without_positives(rng, case):
+    """No positive ROI (ROIs away from the cells, or no GT at all): the nucleus targets are all zero."""
+    config = nucleus_config(rois=8)
+    masks, nuclei = cells_and_nuclei(rng, True)
+    class_ids_in, boxes = GT_CLASS_IDS, GT_BOXES
+    if case == "no_gt":
+        class_ids_in, boxes, masks, nuclei = class_ids_in[:0], boxes[:0], masks[:, :, :0], nuclei[:, :, :0]
+    rois, class_ids, bboxes, out_masks, out_nuclei = build_detection_targets(
+        ROIS[[1, 5, 6]], class_ids_in, boxes, masks, config, gt_nucleus_masks=nuclei)
+    assert out_nuclei.shape == (8, 8, 8, 1) and not out_nuclei.any()
+    assert not class_ids.any() and not out_masks.any() and np.abs(rois).sum(1).all()
+
+
+def test_nucleus_flag_and_input_must_agree(rng):
+    masks, nuclei = cells_and_nuclei(rng, True)
+    assert len(build_detection_targets(ROIS, GT_CLASS_IDS, GT_BOXES, masks, make_config())) == 4  # Matterport's
+    with pytest.raises(MrcnnError, match="NUCLEUS_MASKS is on: pass gt_nucleus_masks"):
+        build_detection_targets(ROIS, GT_CLASS_IDS, GT_BOXES, masks, nucleus_config())
+    with pytest.raises(MrcnnError, match="NUCLEUS_MASKS is off"):
+        build_detection_targets(ROIS, GT_CLASS_IDS, GT_BOXES, masks, make_config(), gt_nucleus_masks=nuclei)
+    with pytest.raises(MrcnnError, match=r"gt_nucleus_masks of shape \(12, 10, 2\)"):
+        build_detection_targets(ROIS, GT_CLASS_IDS, GT_BOXES, masks, nucleus_config(),
+                                gt_nucleus_masks=nuclei[:, :, :2])

@@ -8,7 +8,7 @@ from helpers_data import SmallDataConfig
 from mrcnn_tf import model as modellib
 from mrcnn_tf.wbc import synth
 from mrcnn_tf.data.pipeline import DataGenerator
-from mrcnn_tf.data.targets import build_detection_targets
+from mrcnn_tf.data.roi_targets import build_detection_targets
 from mrcnn_tf.errors import DatasetError
 from mrcnn_tf.lisc import LiscDataset
 from mrcnn_tf.ops.boxes import apply_box_deltas, compute_overlaps
@@ -62,6 +62,36 @@ def test_matterport_inspect_data_batch(dataset):
         again = build_detection_targets(rpn_rois[b], gt_class_ids[b][real], gt_boxes[b][real],
                                         gt_masks[b][:, :, real], config, rng=np.random.default_rng(0))
         np.testing.assert_array_equal(np.sort(again[1]), np.sort(ids))
+
+
+class NucleusConfig(TinyConfig):
+    NUCLEUS_MASKS = True
+
+
+def test_nucleus_targets_follow_matterports(dataset):
+    """With NUCLEUS_MASKS: DataGenerator's gt_nucleus_masks after rpn_rois, then rois; a fourth output holds each
+    positive ROI's nucleus target (build_detection_targets'); everything else is the flag-off batch."""
+    g = modellib.data_generator(dataset, NucleusConfig(), shuffle=True, random_rois=200, batch_size=2,
+                                detection_targets=True, seed=4)
+    inputs, outputs = next(g)
+    plain_inputs, plain_outputs = next(modellib.data_generator(dataset, TinyConfig(), shuffle=True, random_rois=200,
+                                                               batch_size=2, detection_targets=True, seed=4))
+    assert len(inputs) == 10 and len(outputs) == 4 and len(plain_inputs) == 9 and len(plain_outputs) == 3
+    for got, want in zip(inputs[:8] + inputs[9:] + outputs[:3], plain_inputs + plain_outputs):
+        np.testing.assert_array_equal(got, want)
+    gt_class_ids, gt_boxes, gt_masks, rpn_rois, gt_nuclei = (inputs[i] for i in (4, 5, 6, 7, 8))
+    class_ids, nuclei = outputs[0][..., 0], outputs[3]
+    assert gt_nuclei.shape == gt_masks.shape and nuclei.shape == (2, 24, 28, 28, 1) and nuclei.dtype == np.float32
+    rng = np.random.default_rng([4, 0, 0, 2])  # the generator's stream of head-target draws for batch 0
+    for b in range(2):
+        real = gt_class_ids[b] != 0
+        want = build_detection_targets(rpn_rois[b], gt_class_ids[b][real], gt_boxes[b][real],
+                                       gt_masks[b][:, :, real], NucleusConfig(), rng=rng,
+                                       gt_nucleus_masks=gt_nuclei[b][:, :, real])
+        np.testing.assert_array_equal(nuclei[b], want[4])
+        positive = np.flatnonzero(class_ids[b])
+        assert nuclei[b, positive].any() and not np.delete(nuclei[b], positive, axis=0).any()
+        assert np.all(nuclei[b, positive, :, :, 0] <= outputs[2][b, positive, :, :, class_ids[b, positive]])
 
 
 def test_endless_repeatable_and_plain_modes(dataset):

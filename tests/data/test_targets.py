@@ -6,7 +6,8 @@ import pytest
 
 from mrcnn_tf.config import Config
 from mrcnn_tf.data.dataset import Dataset
-from mrcnn_tf.data.targets import build_rpn_targets, generate_random_rois, load_image_gt
+from mrcnn_tf.data.roi_targets import generate_random_rois
+from mrcnn_tf.data.targets import build_rpn_targets, load_image_gt
 from mrcnn_tf.errors import DatasetError
 from mrcnn_tf.ops.boxes import extract_bboxes
 from mrcnn_tf.ops.image import parse_image_meta

@@ -165,6 +165,8 @@ def test_bad_input_raises_one_line_errors():
         measure_cells(blank(), np.stack([disc((48, 48), 9), np.zeros(SHAPE, bool)], axis=-1))
     with pytest.raises(MrcnnError, match="expected \\[H, W, N\\]"):
         measure_cells(blank(), disc((48, 48), 9))
+    with pytest.raises(MrcnnError, match=r"nucleus masks have shape \(96, 96, 2\), the cell masks \(96, 96, 1\)"):
+        measure_cells(blank(), disc((48, 48), 9)[..., None], np.zeros(SHAPE + (2,), bool))
     for error in (empty.value, shape.value):
         assert "\n" not in str(error)
 
