@@ -128,6 +128,12 @@ def non_max_suppression(boxes, scores, threshold):
     return np.array(keep, dtype=np.int32)
 
 
+# The largest log(dh), log(dw) a refinement applies (a box grows at most 1000/16 times), torchvision's and detectron2's
+# bbox_xform_clip. Matterport has none: an untrained anchor's delta of ~90 overflowed exp() in float32, inf - inf gave
+# NaN proposals and the NaN reached the weights (seen on Tecom-WBC training from scratch).
+BOX_SCALE_CLIP = float(np.log(1000.0 / 16))
+
+
 def apply_box_deltas(boxes, deltas):
     """Move and resize boxes by refinement deltas (the inverse of `box_refinement`).
 
@@ -136,7 +142,7 @@ def apply_box_deltas(boxes, deltas):
         deltas: [N, 4] (dy, dx, log(dh), log(dw)); dy/dx are fractions of the box height/width.
 
     Returns:
-        float32 [N, 4] refined boxes in the coordinates of `boxes`.
+        float32 [N, 4] refined boxes in the coordinates of `boxes`; log(dh) and log(dw) are capped at `BOX_SCALE_CLIP`.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     deltas = np.asarray(deltas, dtype=np.float32).reshape(-1, 4)
@@ -144,8 +150,8 @@ def apply_box_deltas(boxes, deltas):
     width = boxes[:, 3] - boxes[:, 1]
     center_y = boxes[:, 0] + 0.5 * height + deltas[:, 0] * height
     center_x = boxes[:, 1] + 0.5 * width + deltas[:, 1] * width
-    height = height * np.exp(deltas[:, 2])
-    width = width * np.exp(deltas[:, 3])
+    height = height * np.exp(np.minimum(deltas[:, 2], BOX_SCALE_CLIP))
+    width = width * np.exp(np.minimum(deltas[:, 3], BOX_SCALE_CLIP))
     y1 = center_y - 0.5 * height
     x1 = center_x - 0.5 * width
     return np.stack([y1, x1, y1 + height, x1 + width], axis=1).astype(np.float32)

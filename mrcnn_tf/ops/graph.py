@@ -10,6 +10,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from mrcnn_tf.ops.boxes import BOX_SCALE_CLIP
+
 
 def apply_box_deltas_graph(boxes, deltas):
     """Apply (dy, dx, log(dh), log(dw)) refinements to boxes (any coordinates, any leading dims).
@@ -19,7 +21,7 @@ def apply_box_deltas_graph(boxes, deltas):
         deltas: [..., 4] (dy, dx, log(dh), log(dw)), already multiplied by the std-dev.
 
     Returns:
-        [..., 4] refined boxes, same coordinates as `boxes`.
+        [..., 4] refined boxes, same coordinates as `boxes`; log(dh) and log(dw) are capped at `BOX_SCALE_CLIP`.
     """
     y1, x1, y2, x2 = tf.unstack(boxes, axis=-1)
     dy, dx, dh, dw = tf.unstack(deltas, axis=-1)
@@ -28,8 +30,8 @@ def apply_box_deltas_graph(boxes, deltas):
     # Shift the centre in units of the box size, scale the size in log space.
     center_y = y1 + 0.5 * height + dy * height
     center_x = x1 + 0.5 * width + dx * width
-    height = height * tf.exp(dh)
-    width = width * tf.exp(dw)
+    height = height * tf.exp(tf.minimum(dh, BOX_SCALE_CLIP))
+    width = width * tf.exp(tf.minimum(dw, BOX_SCALE_CLIP))
     y1 = center_y - 0.5 * height
     x1 = center_x - 0.5 * width
     return tf.stack([y1, x1, y1 + height, x1 + width], axis=-1)

@@ -24,10 +24,12 @@ def ref_refine(rois, probs, deltas, window, min_confidence, max_instances, nms_t
         c = int(np.argmax(p))
         dy, dx, dh, dw = deltas[i, c] * STD
         h, w = roi[2] - roi[0], roi[3] - roi[1]
-        cy, cx, h, w = roi[0] + h / 2 + dy * h, roi[1] + w / 2 + dx * w, h * math.exp(dh), w * math.exp(dw)
+        cap = math.log(1000 / 16)  # the largest size delta applied
+        cy, cx = roi[0] + h / 2 + dy * h, roi[1] + w / 2 + dx * w
+        h, w = h * math.exp(min(dh, cap)), w * math.exp(min(dw, cap))
         box = [cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2]
         box = [min(max(v, window[k % 2]), window[2 + k % 2]) for k, v in enumerate(box)]
-        if c > 0 and p[c] >= min_confidence:
+        if c > 0 and p[c] >= min_confidence and box[2] > box[0] and box[3] > box[1]:  # a box of no area is none
             candidates.append((i, c, float(p[c]), box))
     kept = []
     groups = [None] if agnostic else sorted({cand[1] for cand in candidates})
@@ -114,8 +116,9 @@ def test_class_agnostic_nms_matches_reference(rng, min_confidence, max_instances
                 assert ref_iou(boxes[i], boxes[j]) <= nms_threshold + 1e-5
 
 
-def test_boxes_made_non_finite_by_their_deltas_are_dropped():
-    """A zero-height ROI whose height delta overflows (0 * exp(inf) = NaN) is no detection; the others stay."""
+def test_boxes_of_no_area_are_dropped_whatever_their_deltas():
+    """A zero-height ROI with a huge height delta (capped: 0 * 62.5, not 0 * exp(inf) = NaN) is no detection; the
+    others stay."""
     rois = np.array([[[0.3, 0.3, 0.3, 0.6], [0.1, 0.1, 0.4, 0.4]]], np.float32)
     probs = np.array([[[0.05, 0.95, 0.0], [0.2, 0.8, 0.0]]], np.float32)
     deltas = np.zeros((1, 2, 3, 4), np.float32)

@@ -14,7 +14,7 @@ def ref_apply_deltas(boxes, deltas):
     for i, (box, delta) in enumerate(zip(boxes, deltas)):
         h, w = box[2] - box[0], box[3] - box[1]
         cy, cx = box[0] + h / 2 + delta[0] * h, box[1] + w / 2 + delta[1] * w
-        h, w = h * math.exp(delta[2]), w * math.exp(delta[3])
+        h, w = h * math.exp(min(delta[2], math.log(1000 / 16))), w * math.exp(min(delta[3], math.log(1000 / 16)))
         out[i] = (cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2)
     return out
 
@@ -50,6 +50,18 @@ def test_apply_box_deltas_matches_reference(rng):
     # Leading batch dims are kept.
     got3 = graph.apply_box_deltas_graph(tf.constant(boxes.reshape(3, 10, 4)), tf.constant(deltas.reshape(3, 10, 4)))
     np.testing.assert_allclose(got3.numpy().reshape(30, 4), got, atol=1e-6)
+
+
+def test_huge_size_deltas_are_capped_and_never_give_nan(rng):
+    """An untrained anchor's log(dh) of 90 overflowed exp() in float32 (inf - inf = NaN proposals)."""
+    boxes = random_boxes(rng, 4)
+    deltas = np.array([[0.1, 0.2, 90.0, 4.0], [0, 0, 1e4, -1e4], [0, 0, -90.0, 5.0], [35.0, -20.0, 0, 0]], np.float32)
+    got = graph.apply_box_deltas_graph(tf.constant(boxes), tf.constant(deltas)).numpy()
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, ref_apply_deltas(boxes, deltas), rtol=1e-5, atol=1e-5)
+    heights = got[:, 2] - got[:, 0]
+    assert heights[0] == pytest.approx((boxes[0, 2] - boxes[0, 0]) * 62.5, rel=1e-5)  # at most 1000/16 times larger
+    assert heights[2] == pytest.approx(0, abs=1e-30)  # shrinking is not capped: a point box, still finite
 
 
 def test_apply_zero_deltas_is_identity(rng):

@@ -164,6 +164,15 @@ def test_apply_box_deltas_hand_case():
     np.testing.assert_allclose(got, [[5, 5, 25, 15]], atol=1e-5)
 
 
+def test_apply_box_deltas_caps_growth_at_1000_over_16_and_stays_finite():
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
+    got = B.apply_box_deltas(boxes, np.array([[0, 0, 100.0, np.log(3.0)], [0, 0, -100.0, 0], [0, 0, 4.0, 0]]))
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got[0], [5 - 312.5, 5 - 15, 5 + 312.5, 5 + 15], rtol=1e-5)  # height 10 * 62.5
+    np.testing.assert_allclose(got[1, [0, 2]], [5, 5], atol=1e-5)  # shrinking is not capped
+    np.testing.assert_allclose(got[2, 2] - got[2, 0], 10 * np.exp(4.0), rtol=1e-5)  # below the cap: unchanged
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(min_value=0, max_value=2 ** 31 - 1), st.integers(min_value=0, max_value=8))
 def test_refinement_round_trip(seed, n):
