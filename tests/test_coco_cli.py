@@ -162,6 +162,10 @@ def test_fingerprint_prints_what_train_would_choose(capsys):
     assert lines[0].startswith("Fingerprint: 4 training images, 5 cells, types Basophil 1, Eosinophil 1")
     assert any(line.startswith("IMAGE_MAX_DIM") and " 320 " in line for line in lines)
     assert any(line.startswith("NUM_CLASSES") and " 6 " in line for line in lines)
+    code, out, err = run_cli(["fingerprint", str(BCCD_FIELDS), "--weights", "coco"], capsys)
+    assert code == 0, err
+    assert any(line.startswith("MEAN_PIXEL") and "kept: the coco weights" in line for line in out.splitlines())
+    assert any(line.startswith("SCHEDULE") and "heads:" in line for line in out.splitlines())
 
 
 def test_train_without_a_preset_configures_itself_from_the_data(tmp_path, capsys, monkeypatch):
@@ -180,3 +184,23 @@ def test_train_without_a_preset_configures_itself_from_the_data(tmp_path, capsys
     config = seen["config"]
     assert config.NAME == "wbc" and config.IMAGE_MAX_DIM == 320 and config.IMAGES_PER_GPU == 2  # --set on top
     assert config.FINGERPRINT["choices"][0]["key"] == "NUM_CLASSES" and seen["stages"][0][0] == "all"
+
+
+def test_train_from_coco_weights_without_a_preset_takes_the_datas_size_and_the_weights_mean(tmp_path, capsys,
+                                                                                             monkeypatch):
+    from helpers_coco import BCCD_FIELDS
+
+    from mrcnn_tf.engine.driver import DEFAULT_SCHEDULE
+    from mrcnn_tf.lisc import LiscConfig
+    from mrcnn_tf.wbc import training_run
+
+    seen = {}
+    monkeypatch.setattr(training_run, "train_run", lambda config, *a, **k: seen.update(config=config, stages=a[3]) or
+                        type("Run", (), {"chief": False})())
+    code, out, err = run_cli(["train", "--dataset", str(BCCD_FIELDS), "--weights", "coco", "--logs",
+                              str(tmp_path / "logs")], capsys)
+    assert code == 0, err
+    config = seen["config"]
+    assert "Fingerprint: 4 training images" in out and config.IMAGE_MAX_DIM == 320  # the data's size
+    assert list(config.MEAN_PIXEL) == list(LiscConfig().MEAN_PIXEL) and config.TRAIN_BN is False  # fine-tuning
+    assert [stage for stage, *_ in seen["stages"]] == [s.split(":")[0] for s in DEFAULT_SCHEDULE.split(",")]

@@ -31,12 +31,13 @@ def _prepare_config(choice, overrides, preset=None):
         ("Warning", "Note: --config"))))
 
 
-def _fingerprinted(train_set, overrides):
-    """No --config with --weights none: the CPU recipe with what the training data decides (printed), --set on top."""
+def _fingerprinted(train_set, overrides, start):
+    """No --config with --weights none, coco or imagenet: the recipe for that start with what the training data
+    decides (printed), --set on top."""
     from mrcnn_tf.wbc.fingerprint import fingerprint, format_plan, planned_config
 
     fp = fingerprint(train_set)
-    config, schedule, choices, warnings = planned_config(fp)
+    config, schedule, choices, warnings = planned_config(fp, start=start)
     click.echo(format_plan(fp, choices, warnings))
     return config.apply_overrides(list(overrides)), schedule
 
@@ -51,9 +52,9 @@ def _fingerprinted(train_set, overrides):
 @click.option("--logs", default="logs", show_default=True, type=click.Path(file_okay=False),
               help="Folder for run folders (checkpoints, CSV and TensorBoard logs).")
 @click.option("--config", "preset", default=None, metavar="NAME",
-              help=f"Named config preset: {', '.join(PRESETS)} (default {DEFAULT_PRESET}), except with --weights "
-                   "none, where no --config means settings measured from the training data (`mrcnn-tf fingerprint`); "
-                   "--set applies on top.")
+              help=f"Named config preset: {', '.join(PRESETS)}. Without it a run from --weights none, coco or "
+                   "imagenet takes the settings measured from the training data (`mrcnn-tf fingerprint`) and a "
+                   f"resumed or file start {DEFAULT_PRESET}; --set applies on top.")
 @click.option("--schedule", default=None, metavar="STAGE:EPOCHS[@LR],...",
               help=f"Stages in order with cumulative epochs; STAGE is one of {', '.join(STAGES)}. "
                    f"Default {DEFAULT_SCHEDULE}; with --weights none the fingerprint's (no --config), the preset's ("
@@ -77,12 +78,12 @@ def train(dataset_dir, weights, logs, preset, schedule, later_lr_factor, overrid
     choice = resolve_weights(weights, logs, accepted=WEIGHTS_KEYWORDS)
     if choice.path is not None:
         check_weights_file(choice.path)  # a damaged file fails before the dataset load and the (slow) model build
-    self_configured = preset is None and choice.kind == "none"
-    if self_configured:  # from scratch, no preset: the data decides (wbc/fingerprint.py)
+    self_configured = preset is None and choice.kind in ("none", "coco", "imagenet")
+    if self_configured:  # a fresh start, no preset: the data decides (wbc/fingerprint.py)
         if schedule:
             plan_stages(Config(), choice, schedule)  # a bad or heads-first --schedule fails before the data loads
         train_set, val_set = load_train_val(dataset_dir)
-        config, planned = _fingerprinted(train_set, overrides)
+        config, planned = _fingerprinted(train_set, overrides, choice.kind)
         stages = plan_stages(config, choice, schedule or planned, None, later_lr_factor)
     else:
         config = _prepare_config(choice, overrides, preset)

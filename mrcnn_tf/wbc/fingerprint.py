@@ -85,8 +85,14 @@ def _side(length):
     return int(min(MAX_SIDE, max(MIN_SIDE, SIZE_STEP * round(length / SIZE_STEP))))
 
 
-def plan(fp, images_per_step=4):
+def plan(fp, images_per_step=4, start="none"):
     """The settings the fingerprint `fp` decides, as `Choice`s in print order, and the warnings it raises.
+
+    Args:
+        fp: `fingerprint(...)`.
+        images_per_step: images per training step (for the step count).
+        start: "none" (random weights) or "coco" / "imagenet": pretrained weights keep the input mean they were
+            trained with and Matterport's staged schedule (heads, then all layers); the rest is the data's.
 
     Returns:
         (choices, warnings): a list of `Choice` and a list of one-line warnings (bad or unusual data).
@@ -109,7 +115,10 @@ def plan(fp, images_per_step=4):
     choices.append(Choice("RPN_ANCHOR_SCALES", scales, f"cells {low * scale:.0f}-{high * scale:.0f} px after resize "
                           "(5th-95th percentile)", "five octaves centred on the median cell: each cell size has "
                           "anchors at IoU >= 0.5"))
-    choices.append(Choice("MEAN_PIXEL", np.array(fp["mean_pixel"]), f"mean colour of {fp['images']} images",
+    pretrained = start != "none"
+    choices.append(Choice("MEAN_PIXEL", None if pretrained else np.array(fp["mean_pixel"]),
+                          "mean colour {} of {} images".format(np.round(fp["mean_pixel"], 1).tolist(), fp["images"]),
+                          f"kept: the {start} weights were trained on inputs centred on it" if pretrained else
                           "the data's own mean, subtracted before the backbone"))
     per_image = np.asarray(fp["cells_per_image"])
     one_cell = float(np.mean(per_image == 1))
@@ -134,9 +143,15 @@ def plan(fp, images_per_step=4):
     fields_per_step = images_per_step * tiles * tiles
     steps = int(min(MAX_STEPS, max(MIN_STEPS, math.ceil(PASSES * fp["images"] / fields_per_step))))
     epochs = math.ceil(steps / STEPS_PER_EPOCH)
-    choices.append(Choice("SCHEDULE", f"all:{epochs}", f"{fp['images']} training images, {fields_per_step} per step",
-                          f"{PASSES} passes over the images in {epochs} epochs of {STEPS_PER_EPOCH} steps, "
-                          f"{MIN_STEPS}-{MAX_STEPS} steps"))
+    if pretrained:
+        from mrcnn_tf.engine.driver import DEFAULT_SCHEDULE
+
+        choices.append(Choice("SCHEDULE", DEFAULT_SCHEDULE, f"start: {start} weights", "Matterport's stages: the new "
+                              "heads first, then every layer"))
+    else:
+        choices.append(Choice("SCHEDULE", f"all:{epochs}", f"{fp['images']} training images, {fields_per_step} per "
+                              f"step", f"{PASSES} passes over the images in {epochs} epochs of {STEPS_PER_EPOCH} "
+                              f"steps, {MIN_STEPS}-{MAX_STEPS} steps"))
     choices.append(Choice("COLOUR_TYPING", len(present) > 1 and fp["grey_images"] < fp["images"],
                           f"{len(present)} types present, {fp['grey_images']} grey images",
                           "types from the colour inside each cell" if len(present) > 1 and fp["grey_images"] <
@@ -178,26 +193,36 @@ def format_plan(fp, choices, warnings):
     return "\n".join(lines)
 
 
-def planned_config(fp, base=None, images_per_step=None):
-    """A config of the CPU recipe with the fingerprint's choices applied and recorded (`FINGERPRINT`).
+def planned_config(fp, base=None, images_per_step=None, start="none"):
+    """A config of the recipe for `start` with the fingerprint's choices applied and recorded (`FINGERPRINT`).
 
     Args:
         fp: `fingerprint(...)`.
-        base: the Config to start from (default `BccdConfig()`: from random weights on a CPU).
+        base: the Config to start from (default: `BccdConfig()`, the CPU recipe from random weights, or for
+            pretrained weights `LiscConfig()`, the ResNet-50 recipe they fit).
         images_per_step: images per step for the step count (default: the base's BATCH_SIZE).
+        start: "none", "coco" or "imagenet" (see `plan`).
 
     Returns:
-        (config, schedule text, choices, warnings).
+        (config, schedule text, choices, warnings); a choice that keeps the base's value carries that value.
     """
-    from mrcnn_tf.wbc.bccd import BccdConfig
+    if base is None and start == "none":
+        from mrcnn_tf.wbc.bccd import BccdConfig
 
-    config = base or BccdConfig()
+        base = BccdConfig()
+    elif base is None:
+        from mrcnn_tf.lisc import LiscConfig
+
+        base = LiscConfig()
+    config = base
     config.NAME = "wbc"
-    choices, warnings = plan(fp, images_per_step or config.BATCH_SIZE)
+    choices, warnings = plan(fp, images_per_step or config.BATCH_SIZE, start)
     schedule = None
     for choice in choices:
         if choice.key == "SCHEDULE":
             schedule = choice.value
+        elif choice.value is None:  # kept from the base recipe
+            choice.value = getattr(config, choice.key)
         else:
             setattr(config, choice.key, choice.value)
     measured = ("images", "cells", "image_shapes", "grey_images", "border_cells", "type_counts", "has_nucleus")

@@ -115,3 +115,24 @@ def test_the_planned_config_applies_and_records_every_choice():
     text = fpm.format_plan(fpm.fingerprint(dataset), choices, warnings)
     assert text.splitlines()[0].startswith("Fingerprint: 6 training images, 6 cells")
     assert any(line.startswith("MOSAIC_TILES") and " 2 " in line for line in text.splitlines())
+
+
+@pytest.mark.parametrize("start", ["coco", "imagenet"])
+def test_pretrained_weights_keep_their_input_mean_and_staged_schedule_the_data_decides_the_rest(start):
+    from mrcnn_tf.engine.driver import DEFAULT_SCHEDULE
+    from mrcnn_tf.lisc import LiscConfig
+
+    dataset = DiscFields(6, (480, 640), radius=90)
+    config, schedule, choices, _ = fpm.planned_config(fpm.fingerprint(dataset), start=start)
+    scratch = fpm.planned_config(fpm.fingerprint(dataset))[0]
+    assert isinstance(config, LiscConfig) and config.BACKBONE == LiscConfig.BACKBONE  # the weights' network
+    np.testing.assert_allclose(config.MEAN_PIXEL, LiscConfig().MEAN_PIXEL)  # not the data's mean
+    assert not np.allclose(scratch.MEAN_PIXEL, LiscConfig().MEAN_PIXEL)
+    assert schedule == DEFAULT_SCHEDULE
+    # Size, anchors, mosaics and limits are the data's, as from scratch.
+    for key in ("IMAGE_MAX_DIM", "RPN_ANCHOR_SCALES", "MOSAIC_TILES", "MAX_GT_INSTANCES", "NUM_CLASSES"):
+        assert np.array_equal(getattr(config, key), getattr(scratch, key)), key
+    rows = {c.key: c for c in choices}
+    assert f"the {start} weights" in rows["MEAN_PIXEL"].why and rows["MEAN_PIXEL"].value is not None
+    assert config.FINGERPRINT["choices"][[c.key for c in choices].index("MEAN_PIXEL")]["value"] == list(
+        LiscConfig().MEAN_PIXEL)
