@@ -21,6 +21,7 @@ def test_bccd_preset_is_registered_and_cpu_sized():
     assert config.TRAIN_BN is None and config.BN_STATS_BATCHES > 0  # from scratch: BatchNorm trains
     assert config.REPEAT_FACTOR_THRESHOLD > 0 and config.AUGMENTATION == "bccd"
     assert config.MOSAIC_TILES == 2 and config.MAX_GT_INSTANCES >= 4  # four fields of one or two cells
+    assert config.MIXED_PRECISION == "auto"  # bfloat16 where the CPU has bf16 units (same figures, fewer minutes)
     # A fixed amount of work: `--weights none` runs 16 epochs, over which the cosine rate decays to zero.
     assert config.LEARNING_RATE_SCHEDULE == "cosine" and presets.scratch_schedule("bccd") == "all:16"
 
@@ -53,6 +54,8 @@ def test_train_with_the_bccd_preset_on_real_fields(tmp_path, capsys):
     saved = checkpoint.with_name("mask_rcnn_bccd_0001.config.json").read_text()
     assert '"REPEAT_FACTOR_THRESHOLD": 0.3' in saved and '"AUGMENTATION": "bccd"' in saved
     assert '"MOSAIC_TILES": 2' in saved and '"COLOUR_TYPING": true' in saved
+    precision = json.loads(saved)["CPU_KERNELS"]["precision"]  # "auto", resolved on this machine and said so
+    assert f"Precision: {precision} (MIXED_PRECISION=auto" in out.out
     # The colour typer is fitted on the training cells after training and evaluate types with it.
     assert (checkpoint.parent / "colour_typer.json").is_file() and "Colour typer:" in out.out
     typer = json.loads((checkpoint.parent / "colour_typer.json").read_text())  # the fields' own nucleus masks

@@ -233,6 +233,10 @@ def train_run(config, train_set, val_set, logs_dir, stages, choice=None, fresh_r
         if typer is not None:
             typer.save(run_dir / TYPER_FILE)  # evaluate and detect type the run's cells with it
     echo(f"Run folder: {run_dir} (starting after epoch {model.epoch}); schedule {format_schedule(stages)}")
+    if config.MIXED_PRECISION == "auto":  # the one setting this machine decides: say what it chose
+        echo(f"Precision: {config.CPU_KERNELS['precision']} (MIXED_PRECISION=auto: "
+             + ("this CPU runs bfloat16 on its own units)" if config.CPU_KERNELS["bf16_units"] else
+                "bfloat16 only where the CPU has AVX512-BF16 or AMX)"))
     scorer = None
     if score_every:
         scorer = HeldOutEvaluation(model, val_set, stages[-1][1], score_every, echo=echo, typer=typer,
