@@ -43,4 +43,6 @@ def test_train_config_applies_the_preset_then_set():
     config = _prepare_config(SimpleNamespace(kind="coco", path=None), ["IMAGE_MAX_DIM=128", "IMAGE_MIN_DIM=128"], "demo")
     assert config.NAME == "demo" and config.BACKBONE == "resnet18" and config.IMAGE_MAX_DIM == 128
     help_text = CliRunner().invoke(train, ["--help"]).output
-    assert "--config NAME" in help_text and "lisc, demo, bccd (default lisc)" in " ".join(help_text.split())
+    words = " ".join(help_text.split())
+    assert "--config NAME" in help_text and "Named config preset: lisc, demo, bccd." in words
+    assert "measured from the training data" in words and "a resumed or file start lisc" in words

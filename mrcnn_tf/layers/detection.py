@@ -59,9 +59,8 @@ class DetectionLayer(keras.layers.Layer):
         boxes = apply_box_deltas_graph(rois, class_deltas * tf.constant(self.bbox_std_dev))
         boxes = clip_boxes_graph(boxes, window)
 
-        # A box of no area (a degenerate ROI, or one outside the window) or non-finite coordinates is no detection.
-        finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(boxes), axis=1),
-                                tf.logical_and(boxes[:, 2] > boxes[:, 0], boxes[:, 3] > boxes[:, 1]))
+        # Non-finite coordinates (a non-finite delta from a diverged network) are never a detection.
+        finite = tf.reduce_all(tf.math.is_finite(boxes), axis=1)
         keep = tf.where(tf.logical_and(tf.logical_and(class_ids > 0, class_scores >= self.detection_min_confidence),
                                        finite))[:, 0]
         kept_ids = tf.gather(class_ids, keep)

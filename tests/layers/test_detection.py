@@ -29,7 +29,7 @@ def ref_refine(rois, probs, deltas, window, min_confidence, max_instances, nms_t
         h, w = h * math.exp(min(dh, cap)), w * math.exp(min(dw, cap))
         box = [cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2]
         box = [min(max(v, window[k % 2]), window[2 + k % 2]) for k, v in enumerate(box)]
-        if c > 0 and p[c] >= min_confidence and box[2] > box[0] and box[3] > box[1]:  # a box of no area is none
+        if c > 0 and p[c] >= min_confidence:
             candidates.append((i, c, float(p[c]), box))
     kept = []
     groups = [None] if agnostic else sorted({cand[1] for cand in candidates})
@@ -116,18 +116,20 @@ def test_class_agnostic_nms_matches_reference(rng, min_confidence, max_instances
                 assert ref_iou(boxes[i], boxes[j]) <= nms_threshold + 1e-5
 
 
-def test_boxes_of_no_area_are_dropped_whatever_their_deltas():
-    """A zero-height ROI with a huge height delta (capped: 0 * 62.5, not 0 * exp(inf) = NaN) is no detection; the
-    others stay."""
-    rois = np.array([[[0.3, 0.3, 0.3, 0.6], [0.1, 0.1, 0.4, 0.4]]], np.float32)
-    probs = np.array([[[0.05, 0.95, 0.0], [0.2, 0.8, 0.0]]], np.float32)
-    deltas = np.zeros((1, 2, 3, 4), np.float32)
+def test_huge_and_non_finite_deltas():
+    """A zero-height ROI with a huge height delta stays a finite (zero-height) box: the size delta is capped, so no
+    0 * exp(inf) = NaN; a NaN delta (a diverged network) is no detection; the others stay."""
+    rois = np.array([[[0.3, 0.3, 0.3, 0.6], [0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.7, 0.7]]], np.float32)
+    probs = np.array([[[0.05, 0.95, 0.0], [0.2, 0.8, 0.0], [0.1, 0.9, 0.0]]], np.float32)
+    deltas = np.zeros((1, 3, 3, 4), np.float32)
     deltas[0, 0, 1, 2] = 1000.0
+    deltas[0, 2, 1, 0] = np.nan
     meta = image_meta(1, num_classes=3)
     got = np.asarray(DetectionLayer(STD, 0.5, 4, 0.3)([rois, probs, deltas, meta]))[0]
     assert np.isfinite(got).all()
-    want = reference([rois[:, 1:], probs[:, 1:], deltas[:, 1:]], meta, 0.5, 4, 0.3)[0]
+    want = reference([rois[:, :2], probs[:, :2], deltas[:, :2]], meta, 0.5, 4, 0.3)[0]
     np.testing.assert_allclose(got, want, atol=1e-6)
+    assert got[0, 0] == got[0, 2]  # the zero-height box, first by its score
 
 
 def test_class_agnostic_nms_keeps_one_type_per_object():
