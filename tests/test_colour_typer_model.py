@@ -1,5 +1,5 @@
 """The colour typer travels with the model: `MaskRCNN.load_weights` takes the run's colour_typer.json, `detect` types
-with it exactly as `mrcnn-tf evaluate` / `detect` do, and the exported SavedModel carries it.
+with it exactly as `mrcnn-tf evaluate` / `detect` do, and the exported SavedModel types with it in its graph.
 
 A tiny random-weight 4-class checkpoint with COLOUR_TYPING on (foreground favoured, masks filling their boxes, so
 there are cells to type) and a typer of random weights beside it: its probabilities differ from the class head's.
@@ -136,14 +136,15 @@ def test_a_typer_of_another_class_count_is_a_one_line_error(run, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_carries_the_typer_and_load_exported_types_as_detect(run, tmp_path):
+def test_export_types_in_the_graph_and_load_exported_types_as_detect(run, tmp_path):
     from mrcnn_tf.inference.export import load_exported
 
     root, checkpoint, _, image = run
     result = CliRunner().invoke(cli, ["export", "--weights", str(checkpoint), "--logs", str(root / "logs"),
                                       "--output", str(tmp_path / "saved")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "saved" / TYPER_FILE).is_file() and "class head's" in result.output
+    assert (tmp_path / "saved" / TYPER_FILE).is_file()
+    assert "class_ids and scores are the colour typer's" in result.output and "head_class_ids" in result.output
     model = python_model(root)
     model.load_weights(str(checkpoint), by_name=True, verbose=0)
     loaded = load_exported(tmp_path / "saved")
@@ -152,5 +153,8 @@ def test_export_carries_the_typer_and_load_exported_types_as_detect(run, tmp_pat
     np.testing.assert_array_equal(got["class_ids"], expected["class_ids"])
     np.testing.assert_allclose(got["scores"], expected["scores"], rtol=1e-6)
     np.testing.assert_array_equal(got["masks"], expected["masks"])
-    loaded.typer = model.typer = None  # the signature alone is the class head's
+    raw = loaded.signature(image=image)  # the bare signature types too
+    np.testing.assert_array_equal(raw["class_ids"].numpy(), expected["class_ids"])
+    np.testing.assert_allclose(raw["scores"].numpy(), expected["scores"], rtol=1e-6)
+    loaded.typer = model.typer = None  # the class head's: the signature's head_class_ids and head_scores
     np.testing.assert_allclose(loaded.detect([image])[0]["scores"], model.detect([image])[0]["scores"], rtol=1e-6)

@@ -2,8 +2,11 @@
 
 A tiny random-weight model with DETECTION_MIN_CONFIDENCE 0 (so detections exist); box deltas are
 zeroed so boxes are anchor-sized and masks cover real pixels. Image sizes cover no resize,
-padding only, upscaling and downscaling.
+padding only, upscaling and downscaling. With a colour typer the graph types the cells as detect does,
+and an export from before the graph typed (the typer's file beside it only) is still typed by load_exported.
 """
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -11,6 +14,8 @@ import tensorflow as tf
 from helpers_model import tiny_config
 
 from mrcnn_tf.errors import MrcnnError
+from mrcnn_tf.inference import export
+from mrcnn_tf.inference.colour_typer import COMPARTMENT_FEATURE_NAMES, TYPER_FILE, ColourTyper
 from mrcnn_tf.inference.export import DetectionModule, _resize_bilinear, export_saved_model, load_exported
 from mrcnn_tf.model import MaskRCNN
 from mrcnn_tf.ops.image import resize_image
@@ -119,3 +124,72 @@ def test_crop_mode_is_refused(tmp_path):
     model.config.IMAGE_RESIZE_MODE = "crop"
     with pytest.raises(MrcnnError, match="pad64"):
         DetectionModule(model)
+
+
+def random_typer(seed=0, model=None, images=()):
+    """A "colour+compartments" typer of random weights for the 4-class tiny model; its standardisation fits the
+    cells `model` detects on `images` when given (so that its choices vary), else it is random."""
+    rng = np.random.default_rng(seed)
+    f = len(COMPARTMENT_FEATURE_NAMES)
+    mean, scale = rng.normal(0, 5, f), rng.uniform(10, 60, f)
+    if model is not None:
+        typer = ColourTyper(["BG", "a", "b", "c"], mean, scale, np.zeros((f, 3)), np.zeros(3), l2=0.1,
+                            feature_set="colour+compartments")
+        features = np.concatenate([[typer.features(image, result["masks"][..., n]) for n in range(
+            result["masks"].shape[-1])] for image, result in zip(images, model.detect(list(images)))])
+        mean, scale = features.mean(0), features.std(0) + 0.1
+    return ColourTyper(["BG", "a", "b", "c"], mean, scale, rng.normal(0, 1, (f, 3)), rng.normal(0, 0.3, 3), l2=0.1,
+                       feature_set="colour+compartments")
+
+
+def detect_with(model, typer, image):
+    model.typer = typer
+    try:
+        return model.detect([image])[0]
+    finally:
+        model.typer = None
+
+
+@pytest.mark.slow
+def test_the_graph_types_with_the_colour_typer(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, shape + (3,), dtype=np.uint8) for shape in [(128, 128), (50, 130)]]
+    model = tiny_model(tmp_path)
+    model.typer = typer = random_typer(0, model, images)
+    path = export_saved_model(model, tmp_path / "saved")
+    model.typer = None
+    assert ColourTyper.load(path / TYPER_FILE).to_dict() == typer.to_dict()  # the file stays beside it
+    raw = tf.saved_model.load(str(path)).signatures["serving_default"]  # as TF Serving calls it
+    loaded = load_exported(path)
+    assert loaded.typed_in_graph and loaded.typer is not None
+    monkeypatch.setattr(export, "retype", None)  # load_exported must not retype what the graph typed
+    chosen = set()
+    for image in images:
+        expected, head = detect_with(model, typer, image), model.detect([image])[0]
+        out = {key: value.numpy() for key, value in raw(image=tf.constant(image)).items()}
+        assert set(out) == {"rois", "class_ids", "scores", "masks", "head_class_ids", "head_scores"}
+        assert_same(expected, out)
+        np.testing.assert_array_equal(out["head_class_ids"], head["class_ids"])
+        np.testing.assert_allclose(out["head_scores"], head["scores"], rtol=1e-6)
+        assert_same(expected, loaded.detect([image])[0])
+        assert len(expected["class_ids"]) > 0 and not np.allclose(expected["scores"], head["scores"])
+        chosen.update(expected["class_ids"].tolist())
+    assert len(chosen) > 1  # the typer's choices vary: the comparison says something
+    loaded.typer = None  # the class head's types
+    assert_same(head, loaded.detect([image])[0])
+
+
+def test_an_export_typed_beside_the_graph_is_still_typed_by_load_exported(exported, tmp_path):
+    model, path = exported
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    typer = random_typer(1)
+    typer.save(old / TYPER_FILE)  # before the graph typed: the typer was only written beside it
+    loaded = load_exported(old)
+    assert not loaded.typed_in_graph and loaded.typer is not None
+    image = np.random.default_rng(5).integers(0, 256, (128, 96, 3), dtype=np.uint8)
+    expected = detect_with(model, typer, image)
+    assert len(expected["class_ids"]) > 0
+    assert_same(expected, loaded.detect([image])[0])
+    loaded.typer = None
+    assert_same(model.detect([image])[0], loaded.detect([image])[0])

@@ -2,7 +2,8 @@
 
 The ``serving_default`` signature takes ``image``: uint8 [H, W, 3] (any size) and returns rois,
 class_ids, scores and masks exactly as ``model.detect`` (see `mrcnn_tf.inference.export`). A run's colour typer
-(COLOUR_TYPING) is written beside it as colour_typer.json, which `load_exported` applies.
+(COLOUR_TYPING) types the cells in the graph (the class head's types become head_class_ids and head_scores) and is
+also written beside it as colour_typer.json.
 """
 import pathlib
 
@@ -28,12 +29,10 @@ def export(weights, logs, overrides, output, force):
     model, checkpoint = load_inference_model(weights, logs, overrides)
     click.echo(f"Weights: {checkpoint}")
     path = export_saved_model(model, target, force=force)
-    if model.typer is not None:
-        # The SavedModel is the network alone: the colour typer is numpy, in a file beside it.
-        click.echo(f"Note: the signature's class_ids and scores are the class head's; {path / TYPER_FILE} types "
-                   "the cells by colour (load_exported applies it; its format: mrcnn_tf/inference/colour_typer.py)",
-                   err=True)
     click.echo(f"Wrote SavedModel to {path}")
     click.echo("Signature 'serving_default': image uint8 [H, W, 3] -> rois int32 [N, 4] (y1, x1, y2, x2 px), "
                "class_ids int32 [N], scores float32 [N], masks bool [H, W, N]")
+    if model.typer is not None:
+        click.echo(f"class_ids and scores are the colour typer's (also written as {path / TYPER_FILE}); "
+                   "head_class_ids int32 [N] and head_scores float32 [N] are the class head's")
     click.echo(f"Load it with tf.saved_model.load({str(path)!r}) or mrcnn_tf.inference.export.load_exported(...)")

@@ -4,10 +4,11 @@ With Config.COLOUR_TYPING a run's `TYPER_FILE` (``colour_typer.json``, beside it
 regression from colour statistics inside a cell's mask to its type. `MaskRCNN.load_weights` loads the file beside a
 checkpoint into `MaskRCNN.typer` (`load_typer_beside`), and `MaskRCNN.detect` then retypes each detection with it:
 its ``class_ids`` become the typer's choice and its ``scores`` the typer's probability of that type; boxes, masks and
-the detections' order stay the network's. `export_saved_model` writes the file beside the SavedModel and
-`load_exported` applies it. Fitting the typer on a dataset is the application's (`mrcnn_tf.wbc.colour_typing`).
+the detections' order stay the network's. `export_saved_model` types in the SavedModel's graph with the same
+arithmetic (`mrcnn_tf.inference.colour_typer_graph`) and writes the file beside it. Fitting the typer on a dataset
+is the application's (`mrcnn_tf.wbc.colour_typing`).
 
-The features (names in `FEATURE_SETS`), for a bare SavedModel consumer who applies the file without this package:
+The features (names in `FEATURE_SETS`), for a consumer who applies the file without this package:
 
 - "colour": 19 statistics of the whole cell: mean and population standard deviation over the mask's pixels of RGB
   (0-1), HSV (skimage's ``rgb2hsv``) and CIE Lab (skimage's ``rgb2lab``, D65), then log pixel count;

@@ -18,10 +18,13 @@ Config.NUCLEUS_MASKS, ``nucleus_masks`` bool [H, W, N], each inside its mask). E
 Load with ``tf.saved_model.load(path)`` and call ``.signatures["serving_default"](image=...)``, or
 use `load_exported(path).detect(images)` for Matterport-style result dicts.
 
-Colour typing (Config.COLOUR_TYPING): the graph is the network alone, so its ``class_ids`` and ``scores`` are the
-class head's. A model with a colour typer (`MaskRCNN.typer`) is exported with it as ``colour_typer.json`` beside
-``saved_model.pb``, and `load_exported(path).detect` applies it, giving `MaskRCNN.detect`'s types and scores. A bare
-SavedModel consumer must apply that file itself (format and features: `mrcnn_tf.inference.colour_typer`).
+Colour typing (Config.COLOUR_TYPING): a model with a colour typer (`MaskRCNN.typer`) is exported with the typer in
+the graph (`mrcnn_tf.inference.colour_typer_graph`, float64): the signature's ``class_ids`` and ``scores`` are the
+typer's, as `MaskRCNN.detect` gives them (`retype`), and two more outputs, ``head_class_ids`` int32 [N] and
+``head_scores`` float32 [N], are the class head's. The typer is also written as ``colour_typer.json`` beside
+``saved_model.pb`` (format and features: `mrcnn_tf.inference.colour_typer`). `load_exported(path).detect` takes the
+graph's types; a SavedModel exported before the graph typed (the file beside it, no ``head_class_ids``) is typed
+by `retype` in numpy from that file.
 """
 import pathlib
 import shutil
@@ -31,11 +34,13 @@ import tensorflow as tf
 
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.inference.colour_typer import TYPER_FILE, ColourTyper, retype
+from mrcnn_tf.inference.colour_typer_graph import GraphTyper
 from mrcnn_tf.ops.graph import generate_pyramid_anchors_graph
 
 SIGNATURE = "serving_default"
 OUTPUT_KEYS = ("rois", "class_ids", "scores", "masks")
 NUCLEUS_KEY = "nucleus_masks"  # the signature's fifth output when the model has the nucleus head
+HEAD_KEYS = ("head_class_ids", "head_scores")  # the class head's, when class_ids and scores are the colour typer's
 
 
 def _interpolation_matrices(out_size, in_size, starts, lengths):
@@ -105,14 +110,15 @@ class DetectionModule(tf.Module):
     """A `tf.Module` holding the inference Keras model and a one-image detection function.
 
     Args:
-        mrcnn: an inference-mode `MaskRCNN` (its config and keras_model are used).
+        mrcnn: an inference-mode `MaskRCNN` (its config, keras_model and colour `typer` are used).
 
     Call arguments (``detect``):
         image: uint8 [H, W, 3] RGB image, any H and W.
 
     Returns:
         dict with rois int32 [N, 4], class_ids int32 [N], scores float32 [N], masks bool [H, W, N]; with
-        the nucleus head (Config.NUCLEUS_MASKS) also nucleus_masks bool [H, W, N].
+        the nucleus head (Config.NUCLEUS_MASKS) also nucleus_masks bool [H, W, N]. With a colour typer class_ids and
+        scores are the typer's, and head_class_ids int32 [N] and head_scores float32 [N] the class head's.
     """
 
     def __init__(self, mrcnn):
@@ -133,6 +139,8 @@ class DetectionModule(tf.Module):
         self.mean_pixel = tf.constant(np.asarray(config.MEAN_PIXEL, dtype=np.float32))
         self.anchor_args = (list(config.RPN_ANCHOR_SCALES), list(config.RPN_ANCHOR_RATIOS),
                             list(config.BACKBONE_STRIDES), int(config.RPN_ANCHOR_STRIDE))
+        typer = getattr(mrcnn, "typer", None)
+        self.typer = None if typer is None else GraphTyper(typer)
         self.square_anchors = None
         if self.mode == "square":
             # One molded size: use exactly the anchors model.detect uses.
@@ -238,12 +246,17 @@ class DetectionModule(tf.Module):
         nucleus_mask = tf.cast(outputs[7][0], tf.float32) if self.nucleus else None
         unmolded = self.unmold(detections, mrcnn_mask, tf.shape(image)[:2], molded_shape, window,
                                nucleus_mask=nucleus_mask)
-        return dict(zip(OUTPUT_KEYS + (NUCLEUS_KEY,), unmolded))
+        outputs = dict(zip(OUTPUT_KEYS + (NUCLEUS_KEY,), unmolded))
+        if self.typer is not None:  # retype on the original image, as MaskRCNN.detect does
+            outputs.update(zip(HEAD_KEYS, (outputs["class_ids"], outputs["scores"])))
+            outputs["class_ids"], outputs["scores"] = self.typer.type_cells(image, outputs["masks"])
+        return outputs
 
 
 def export_saved_model(mrcnn, output_dir, force=False):
-    """Write a SavedModel of `mrcnn` (inference mode) with the ``serving_default`` signature, and its colour typer
-    (`mrcnn.typer`, when it has one) as `TYPER_FILE` beside it.
+    """Write a SavedModel of `mrcnn` (inference mode) with the ``serving_default`` signature; with a colour typer
+    (`mrcnn.typer`) the signature types the cells by it (and gives the class head's as `HEAD_KEYS`), and the typer
+    is written as `TYPER_FILE` beside it too.
 
     Args:
         mrcnn: an inference `MaskRCNN` with its weights loaded.
@@ -265,7 +278,7 @@ def export_saved_model(mrcnn, output_dir, force=False):
     signature = module.detect.get_concrete_function()
     tf.saved_model.save(module, str(output_dir), signatures={SIGNATURE: signature})
     if getattr(mrcnn, "typer", None) is not None:
-        mrcnn.typer.save(output_dir / TYPER_FILE)  # the graph's types are the class head's: load_exported retypes
+        mrcnn.typer.save(output_dir / TYPER_FILE)  # for consumers who read the typer itself (format: colour_typer)
     return output_dir
 
 
@@ -276,8 +289,12 @@ class ExportedModel:
         path: a folder written by `export_saved_model`.
 
     Attributes:
-        typer: the colour typer exported beside the SavedModel (`TYPER_FILE`), or None; `detect` types with it as
-            `MaskRCNN.detect` does (set it to None for the class head's types).
+        typer: the colour typer exported beside the SavedModel (`TYPER_FILE`), or None. `detect` types as
+            `MaskRCNN.detect` does: with the graph's own types when the signature has them (`typed_in_graph`) and
+            `typer` is still the one loaded, else by `retype` in numpy with `typer` (an export from before the graph
+            typed). Set it to None for the class head's types (a graph-typed export whose file is gone loads
+            None and keeps the graph's types).
+        typed_in_graph: whether the signature's class_ids and scores are the colour typer's (it has `HEAD_KEYS`).
     """
 
     def __init__(self, path):
@@ -288,6 +305,8 @@ class ExportedModel:
         self.signature = self.module.signatures[SIGNATURE]
         typer_file = self.path / TYPER_FILE
         self.typer = ColourTyper.load(typer_file) if typer_file.is_file() else None
+        self.typed_in_graph = all(key in self.signature.structured_outputs for key in HEAD_KEYS)
+        self._graph_typer = self.typer  # the typer the graph holds (None when the JSON file is gone)
 
     def detect(self, images, verbose=0):
         """One dict per uint8 RGB image: rois, class_ids, scores, masks (and nucleus_masks when exported
@@ -298,6 +317,11 @@ class ExportedModel:
         for image in images:
             out = self.signature(image=tf.constant(np.asarray(image, dtype=np.uint8)))
             result = {key: out[key].numpy() for key in OUTPUT_KEYS + (NUCLEUS_KEY,) if key in out}
+            if self.typed_in_graph and self.typer is self._graph_typer:
+                results.append(result)  # typed in the graph already
+                continue
+            if self.typed_in_graph:  # the class head's, then retyped by another typer if one was set
+                result["class_ids"], result["scores"] = (out[key].numpy() for key in HEAD_KEYS)
             results.append(result if self.typer is None else retype(result, image, self.typer))
         return results
 
