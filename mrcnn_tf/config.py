@@ -95,7 +95,8 @@ class Config:
     GRADIENT_CLIP_NORM = 5.0
     # mrcnn_tf additions (not in Matterport).
     # "mixed_float16" / "mixed_bfloat16": compute in 16 bits with float32 weights, losses, deltas and box math; "auto":
-    # bfloat16 on a CPU with bf16 units (AVX512-BF16 or AMX, engine/distribute.py), float32 elsewhere.
+    # bfloat16 on a CPU where it runs faster than float32 (AMX, AMD's AVX512-BF16: engine/distribute.py), float32
+    # elsewhere.
     MIXED_PRECISION = False
     # > 0: before each checkpoint, recompute BatchNorm moving statistics on this many training
     # batches (detectron2's PreciseBN; see mrcnn_tf/engine/precise_bn.py). For TRAIN_BN None from scratch.
@@ -269,7 +270,7 @@ class Config:
         if self.MIXED_PRECISION not in (False, True, "mixed_float16", "mixed_bfloat16", "auto") \
                 or not isinstance(self.MIXED_PRECISION, (bool, str)):
             fail("MIXED_PRECISION", "use False, True (mixed_float16), 'mixed_float16', 'mixed_bfloat16' or 'auto' "
-                                    "(bfloat16 where the CPU has bf16 units)")
+                                    "(bfloat16 where the CPU runs it faster)")
         for name in ("XLA", "DETECTION_NMS_CLASS_AGNOSTIC", "NUCLEUS_MASKS"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 fail(name, "use true or false")

@@ -45,11 +45,12 @@ def test_the_users_switches_are_what_the_plan_records(cpu, monkeypatch):
     assert kernel_plan()["conv_filter_grad"] == "matmul"
 
 
-def test_the_plan_records_whether_bf16_runs_on_the_cpus_own_units(cpu, monkeypatch):
+def test_the_plan_records_whether_bf16_runs_on_the_cpus_own_units_and_faster(cpu, monkeypatch):
     cpu(True)
-    for units in (True, False):
+    for units, faster in ((True, True), (True, False), (False, False)):
         monkeypatch.setattr(runtime, "cpu_runs_bf16", lambda: units)
-        assert kernel_plan()["bf16_units"] is units
+        monkeypatch.setattr(runtime, "cpu_bf16_faster", lambda: faster)
+        assert (kernel_plan()["bf16_units"], kernel_plan()["bf16_faster"]) == (units, faster)
 
 
 def test_a_gpu_needs_neither(cpu, monkeypatch):

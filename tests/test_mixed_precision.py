@@ -25,17 +25,17 @@ def test_policy_name(value, name):
 
 @pytest.fixture
 def machine(monkeypatch):
-    """A machine whose GPU, bf16 units and oneDNN the test chooses (the real CPU's flags are not read)."""
+    """A machine whose GPU, bf16 speed and oneDNN the test chooses (the real CPU's flags are not read)."""
     def choose(gpu=False, bf16=True, onednn=True):
         monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind: ["/GPU:0"] if gpu and kind == "GPU" else [])
-        monkeypatch.setattr(runtime, "cpu_runs_bf16", lambda: bf16)
+        monkeypatch.setattr(runtime, "cpu_bf16_faster", lambda: bf16)
         monkeypatch.setattr(runtime, "onednn_enabled", lambda: onednn)
     return choose
 
 
 @pytest.mark.parametrize("gpu, bf16, onednn, name", [
-    (False, True, True, "mixed_bfloat16"),  # AVX512-BF16 or AMX with oneDNN: bf16
-    (False, False, True, "float32"),  # no bf16 units: emulated bf16 is slower than float32
+    (False, True, True, "mixed_bfloat16"),  # AMX or AMD's AVX512-BF16 with oneDNN: bf16
+    (False, False, True, "float32"),  # no bf16 units, or Intel's without AMX: bf16 is slower than float32
     (False, True, False, "float32"),  # oneDNN off: Eigen's bf16 kernels are slow
     (True, True, True, "float32")])  # a GPU: the user names mixed_float16 or mixed_bfloat16 for it
 def test_auto_takes_bfloat16_only_where_the_cpu_has_it(machine, gpu, bf16, onednn, name):

@@ -107,3 +107,32 @@ def test_cpu_runs_bf16_needs_the_units_and_no_cap_below_them():
         assert runtime.cpu_runs_bf16(zen4, environ={runtime.ISA_VARIABLE: cap}) is False
     for cap in ("AVX512_CORE_BF16", "AVX512_CORE_AMX", "AVX10_1_512", "ALL", ""):
         assert runtime.cpu_runs_bf16(sapphire_rapids, environ={runtime.ISA_VARIABLE: cap}) is True
+
+
+def test_cpu_bf16_faster_on_amx_and_amd_only():
+    from mrcnn_tf.backend import runtime
+
+    avx512 = {"fpu", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl"}
+    avx512_bf16 = avx512 | {"avx512_bf16"}
+    amx = avx512_bf16 | {"amx_tile", "amx_bf16", "amx_int8"}
+    assert runtime.cpu_bf16_faster(avx512_bf16, environ={}, vendor="AuthenticAMD") is True  # Zen 4, Zen 5
+    assert runtime.cpu_bf16_faster(amx, environ={}, vendor="GenuineIntel") is True  # Sapphire Rapids and later
+    # Intel AVX512-BF16 without AMX (Cooper Lake; a VM hiding AMX): bfloat16 measured slower than float32.
+    assert runtime.cpu_bf16_faster(avx512_bf16, environ={}, vendor="GenuineIntel") is False
+    assert runtime.cpu_bf16_faster(avx512, environ={}, vendor="AuthenticAMD") is False  # no bf16 units: emulated
+    assert runtime.cpu_bf16_faster(frozenset(), environ={}, vendor="") is False
+    for cap in ("AVX512_CORE_BF16", "avx512_core_fp16", "AVX10_1_512"):  # oneDNN kept off AMX: its AVX512-BF16 alone
+        assert runtime.cpu_bf16_faster(amx, environ={runtime.ISA_VARIABLE: cap}, vendor="GenuineIntel") is False
+    for cap in ("AVX512_CORE_AMX", "AVX10_1_512_AMX", "ALL", ""):
+        assert runtime.cpu_bf16_faster(amx, environ={runtime.ISA_VARIABLE: cap}, vendor="GenuineIntel") is True
+    assert runtime.cpu_bf16_faster(avx512_bf16, environ={runtime.ISA_VARIABLE: "AVX2"}, vendor="AuthenticAMD") is False
+
+
+def test_cpu_vendor_reads_the_first_cpu(tmp_path):
+    from mrcnn_tf.backend import runtime
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2\n\n"
+                       "processor\t: 1\nvendor_id\t: GenuineIntel\n")
+    assert runtime.cpu_vendor(str(cpuinfo)) == "AuthenticAMD"
+    assert runtime.cpu_vendor(str(tmp_path / "missing")) == ""

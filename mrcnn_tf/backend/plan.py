@@ -13,8 +13,8 @@ def kernel_plan():
     Returns:
         dict: device ("cpu" or "gpu"), onednn (bool, or None where TensorFlow cannot say), isa ("avx512" where
         oneDNN runs AVX-512 kernels, else "below-avx512"), conv_filter_grad ("matmul-where-faster", "matmul" or
-        "native"), conv_bands ("where-faster" or "off") and bf16_units (oneDNN runs bfloat16 on the CPU's own
-        units: what MIXED_PRECISION "auto" looks at).
+        "native"), conv_bands ("where-faster" or "off"), bf16_units (oneDNN runs bfloat16 on the CPU's own
+        units) and bf16_faster (faster than float32 there, too: what MIXED_PRECISION "auto" looks at).
     """
     import tensorflow as tf
 
@@ -30,4 +30,4 @@ def kernel_plan():
     return {"device": "gpu" if gpu else "cpu", "onednn": onednn, "isa": "avx512" if avx512 else "below-avx512",
             "conv_filter_grad": policy,
             "conv_bands": "where-faster" if band_conv.bands_enabled() and not gpu and not avx512 else "off",
-            "bf16_units": runtime.cpu_runs_bf16()}
+            "bf16_units": runtime.cpu_runs_bf16(), "bf16_faster": runtime.cpu_bf16_faster()}

@@ -28,6 +28,8 @@ AVX512_CORE_FLAGS = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"})
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 # ONEDNN_MAX_CPU_ISA values that stop oneDNN below its bf16 kernels (avx512_core_bf16 and up).
 BELOW_BF16_CAPS = ("SSE", "AVX2", "AVX512_CORE_VNNI")
+# ... and the bf16 levels below AMX (avx512_core_amx, avx10_1_512_amx): bf16 then runs on the AVX512-BF16 units alone.
+BELOW_AMX_CAPS = frozenset({"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512"})
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 
 # What the user had set before mrcnn_tf touched the environment (None: not set).
@@ -92,6 +94,39 @@ def cpu_runs_bf16(flags=None, environ=None):
     if cap in ("AVX", "AVX512_CORE") or cap.startswith(BELOW_BF16_CAPS):
         return False
     return AVX512_CORE_FLAGS <= flags and bool(BF16_FLAGS & flags)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_vendor(cpuinfo="/proc/cpuinfo"):
+    """The first CPU's vendor_id in `cpuinfo` (Linux: "GenuineIntel", "AuthenticAMD"), or "" where there is none."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_bf16_faster(flags=None, environ=None, vendor=None):
+    """Whether bfloat16 trains and infers faster than float32 here: on AMX (Intel Sapphire Rapids and later) and on
+    AMD's AVX512-BF16 (Zen 4 and later). Intel's AVX512-BF16 without AMX (Cooper Lake, or a Sapphire or Emerald
+    Rapids whose VM hides AMX) ran the same Mask R-CNN slower in bfloat16 than in float32, TensorFlow and PyTorch
+    alike (bench/RESULTS.md): False there.
+
+    Args:
+        flags: the CPU's flags (default `cpu_flags()`); environ: the environment (default `os.environ`);
+        vendor: the CPU's vendor_id (default `cpu_vendor()`).
+    """
+    environ = os.environ if environ is None else environ
+    flags = cpu_flags() if flags is None else frozenset(flags)
+    if not cpu_runs_bf16(flags, environ):
+        return False
+    cap = environ.get(ISA_VARIABLE, "").strip().upper()
+    if "amx_bf16" in flags and cap not in BELOW_AMX_CAPS:
+        return True
+    return (cpu_vendor() if vendor is None else vendor) == "AuthenticAMD" and "avx512_bf16" in flags
 
 
 def onednn_enabled():

@@ -45,8 +45,9 @@ PRECISION_CHOICES = "False, True (mixed_float16), 'mixed_float16', 'mixed_bfloat
 def policy_name(config):
     """The Keras dtype policy name for `config.MIXED_PRECISION` ("float32", "mixed_float16", ...).
 
-    "auto" resolves on the machine that builds the model: "mixed_bfloat16" on a CPU whose oneDNN kernels run bfloat16
-    on the CPU's own units (`backend.runtime.cpu_runs_bf16`), "float32" elsewhere; a GPU user names a policy.
+    "auto" resolves on the machine that builds the model: "mixed_bfloat16" on a CPU where oneDNN's bfloat16 kernels
+    run faster than its float32 ones (`backend.runtime.cpu_bf16_faster`: AMX, AMD's AVX512-BF16), "float32"
+    elsewhere; a GPU user names a policy.
     """
     value = getattr(config, "MIXED_PRECISION", False)
     # `True in POLICIES` would also match 1; only real bools and the names are valid.
@@ -56,10 +57,11 @@ def policy_name(config):
 
 
 def auto_policy():
-    """What MIXED_PRECISION "auto" means here: "mixed_bfloat16" on a CPU with bf16 units and oneDNN on, else "float32"."""
+    """What MIXED_PRECISION "auto" means here: "mixed_bfloat16" on a CPU where bf16 is faster and oneDNN is on, else
+    "float32"."""
     from mrcnn_tf.backend import runtime
 
-    if tf.config.list_logical_devices("GPU") or not runtime.cpu_runs_bf16():
+    if tf.config.list_logical_devices("GPU") or not runtime.cpu_bf16_faster():
         return "float32"
     try:
         onednn = runtime.onednn_enabled()

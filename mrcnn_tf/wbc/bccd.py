@@ -36,7 +36,7 @@ class BccdConfig(LiscConfig):
     TRAIN_BN = None
     BN_STATS_BATCHES = 4
     IMAGES_PER_GPU = 4
-    # bfloat16 where the CPU has bf16 units, float32 elsewhere: the same held-out figures in fewer minutes (measured
+    # bfloat16 where the CPU runs it faster, float32 elsewhere: the same held-out figures in fewer minutes (measured
     # by cross-validation on both real sets' training splits: bench/RESULTS.md).
     MIXED_PRECISION = "auto"
     OPTIMIZER = "adam"

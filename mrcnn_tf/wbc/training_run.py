@@ -234,9 +234,11 @@ def train_run(config, train_set, val_set, logs_dir, stages, choice=None, fresh_r
             typer.save(run_dir / TYPER_FILE)  # evaluate and detect type the run's cells with it
     echo(f"Run folder: {run_dir} (starting after epoch {model.epoch}); schedule {format_schedule(stages)}")
     if config.MIXED_PRECISION == "auto":  # the one setting this machine decides: say what it chose
-        echo(f"Precision: {config.CPU_KERNELS['precision']} (MIXED_PRECISION=auto: "
-             + ("this CPU runs bfloat16 on its own units)" if config.CPU_KERNELS["bf16_units"] else
-                "bfloat16 only where the CPU has AVX512-BF16 or AMX)"))
+        kernels = config.CPU_KERNELS
+        echo(f"Precision: {kernels['precision']} (MIXED_PRECISION=auto: "
+             + ("bfloat16 runs faster than float32 on this CPU)" if kernels.get("bf16_faster") else
+                "this CPU's bfloat16 units run slower than its float32 ones: bfloat16 pays with AMX or on AMD)"
+                if kernels["bf16_units"] else "bfloat16 only where the CPU has AMX, or AMD's AVX512-BF16)"))
     scorer = None
     if score_every:
         scorer = HeldOutEvaluation(model, val_set, stages[-1][1], score_every, echo=echo, typer=typer,
