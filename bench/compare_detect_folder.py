@@ -20,7 +20,7 @@ model settings this reuses), each library runs in its own subprocess, one after 
                detections.json and images.json at the end. No DataLoader: reading a BMP and writing its records
                take a few percent of an image's time (the torch side prints its model share)
 
-The work (both sides): ResNet-50 FPN, 6 classes, random weights, each field scaled to --size (512) on its long side,
+The work (both sides): ResNet-50 FPN, 6 classes, random weights, BatchNorm with its moving statistics, each field scaled to --size (512) on its long side,
 1000 proposals, score threshold 0, --detections (100) detections per field, all through the mask head and pasted at
 720x576. The one difference is each library's padding: mrcnn_tf (IMAGE_RESIZE_MODE square, Matterport's) pads to
 512x512, torchvision to a multiple of 32 (416x512), 19% fewer pixels through its backbone and RPN; the run prints
@@ -73,7 +73,7 @@ def tf_worker(args):
 
     overrides = [f"IMAGE_MIN_DIM={args.size}", f"IMAGE_MAX_DIM={args.size}",
                  f"DETECTION_MAX_INSTANCES={args.detections}", f"IMAGES_PER_GPU={args.batch_size}", *args.tf_set]
-    config = tf_config(overrides + (["MIXED_PRECISION=mixed_bfloat16"] if args.precision == "bf16" else []))
+    config = tf_config(overrides + (["MIXED_PRECISION=mixed_bfloat16"] if args.precision == "bf16" else []), "infer")
     inputs = list_images(args.fields)
     names = class_names_for(config)
     result = {"library": f"mrcnn_tf (tensorflow {tf.__version__}, oneDNN {'on' if onednn_enabled() else 'off'}, "

@@ -15,7 +15,9 @@ The work (the issue's definition, both sides):
   inference  ResNet-50 FPN, 512x512, batch 1, 6 classes, 1000 proposals after NMS, score threshold 0 and
              100 detections, all 100 through the mask head; timed end to end (mrcnn_tf `detect([image])`:
              molding, graph, full-size masks; torchvision `model([tensor])` in eval mode: transform, graph,
-             pasted masks)
+             pasted masks); BatchNorm with its moving statistics on both sides, as torchvision's eval mode and every
+             mrcnn_tf preset's inference (until 2026-12-08 mrcnn_tf ran TRAIN_BN=True here, batch statistics at
+             inference, Matterport's reading of it: `--tf-set TRAIN_BN=true` times that)
   training   one optimizer step, same network from random weights with BatchNorm trained, 2 instances,
              2000 proposals, 512 sampled ROIs per image, 256 RPN anchors, batch 1, SGD momentum 0.9 at 0.001 (mrcnn_tf
              `train_on_batch` on a batch built by its DataGenerator; torchvision forward + backward + step)
@@ -83,16 +85,18 @@ def tf_setup(threads):
     return tf
 
 
-def tf_config(overrides=()):
-    """The compared work as an mrcnn_tf Config (ResNet-50 FPN, BatchNorm trained, the sizes above), with
-    `overrides` ("KEY=VALUE", as `mrcnn-tf train --set`) applied."""
+def tf_config(overrides=(), part="train"):
+    """The compared work of `part` ("train" or "infer") as an mrcnn_tf Config (ResNet-50 FPN, the sizes above;
+    BatchNorm trained for "train", its moving statistics for "infer"), with `overrides` ("KEY=VALUE", as
+    `mrcnn-tf train --set`) applied."""
     from mrcnn_tf.config import Config
 
     attributes = dict(NAME="compare", BACKBONE="resnet50", GPU_COUNT=1, IMAGES_PER_GPU=1, NUM_CLASSES=CLASSES,
                       IMAGE_RESIZE_MODE="square", IMAGE_MIN_DIM=SIZE, IMAGE_MAX_DIM=SIZE,
                       POST_NMS_ROIS_INFERENCE=PROPOSALS_INFER, DETECTION_MIN_CONFIDENCE=0.0,
                       DETECTION_MAX_INSTANCES=DETECTIONS, POST_NMS_ROIS_TRAINING=PROPOSALS_TRAIN,
-                      TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, RPN_TRAIN_ANCHORS_PER_IMAGE=RPN_ANCHORS, TRAIN_BN=True,
+                      TRAIN_ROIS_PER_IMAGE=ROIS_PER_IMAGE, RPN_TRAIN_ANCHORS_PER_IMAGE=RPN_ANCHORS,
+                      TRAIN_BN=True if part == "train" else None,
                       LEARNING_RATE=LEARNING_RATE)
     return type("CompareConfig", (Config,), attributes)().apply_overrides(list(overrides))
 
@@ -126,7 +130,7 @@ def tf_models(parts, logs, work, overrides=()):
     print(f"mrcnn_tf policy {config.MIXED_PRECISION or 'float32'}", file=sys.stderr)
     calls = {}
     if "infer" in parts:
-        model = MaskRCNN("inference", config, logs)
+        model = MaskRCNN("inference", tf_config(overrides, "infer"), logs)
         calls["infer"] = lambda: model.detect([work["image"]])
     if "train" in parts:
         batch = tf_train_batch(config, work)

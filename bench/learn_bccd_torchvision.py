@@ -2,9 +2,12 @@
 
     pip install -e ".[compare]"                         # torch and torchvision beside mrcnn_tf
     python bench/learn_bccd_torchvision.py --minutes 15 --every 2.5 --out bench/out/bccd_tv
+    python bench/learn_bccd_torchvision.py --data ../shared/data/tecom-wbc --min-size 240 --max-size 240 \
+        --minutes 6 --every 1 --out bench/out/tecom_tv     # another lab's 120x120 crops, seen at twice their size
 
 Trains `maskrcnn_resnet50_fpn` from random weights (BatchNorm trained, as torchvision does without pretrained
-weights) on the 227 training fields of ../shared/data/bccd-wbc at 320x240 (min_size 240, max_size 320), batch 2,
+weights) on the 227 training fields of ../shared/data/bccd-wbc at 320x240 (min_size 240, max_size 320; --data,
+--min-size and --max-size for another COCO-layout set), batch 2,
 SGD with momentum 0.9 and weight decay 1e-4 after a linear warm-up, gradients clipped to norm --clip (as Matterport
 clips at 5), random horizontal flips: a new user's recipe, close to the one issue 14 measured (SGD 0.01, mask mAP50
 0.58, typing 0.58 after 15 minutes). At 0.01 without clipping the loss went to NaN within 192 steps here
@@ -91,6 +94,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/out/bccd_tv")
+    parser.add_argument("--min-size", type=int, default=240, help="torchvision's min_size (BCCD: 240, its height)")
+    parser.add_argument("--max-size", type=int, default=320, help="torchvision's max_size (BCCD: 320, its width)")
     args = parser.parse_args(argv)
 
     import torch
@@ -107,7 +112,7 @@ def main(argv=None):
     train_set, val_set = load(args.data, "train"), load(args.data, "val")
     pairs = training_pairs(train_set, torch)
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=train_set.num_classes,
-                                  min_size=240, max_size=320).train()
+                                  min_size=args.min_size, max_size=args.max_size).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4)
     print(f"bench/learn_bccd_torchvision.py {time.strftime('%Y-%m-%d %H:%M')}  cmd=python {' '.join(sys.argv)}")
     print(f"machine: {os.cpu_count()} cpus, {args.threads} threads, load {os.getloadavg()[0]:.1f}; torchvision "

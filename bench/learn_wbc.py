@@ -3,6 +3,7 @@
     python bench/learn_wbc.py                                   # ../shared/data/bccd-wbc and ../shared/data/tecom-wbc
     python bench/learn_wbc.py --data ../shared/data/tecom-wbc --seed 1
     python bench/learn_wbc.py --fold 1/5 --set MIXED_PRECISION=mixed_bfloat16   # a choice, by cross-validation
+    python bench/learn_wbc.py --data ../shared/data/tecom-wbc --score-every 1     # the learning curve on val
 
 For each COCO-layout folder this does what `mrcnn-tf train --dataset DIR --weights none` (no --config) and then
 `mrcnn-tf evaluate --subset val` do: fingerprint the training annotations and plan the settings
@@ -11,7 +12,9 @@ with the run's colour typer, and print a table per set: mask mAP50 and typing ac
 COCO segm AP, Dice, the type confusion, training minutes on this machine. Val is scored once per finished recipe:
 nothing here chooses anything on it. `--fold K/N` scores a recipe for a choice instead: it trains on the train split
 less its K-th of N seeded parts and scores that part (val is not read); `--set KEY=VALUE` changes the plan's settings
-as `train --set` does.
+as `train --set` does. `--score-every N` also scores val after every N epochs while it trains and prints that curve
+(training minutes only, scoring excluded: the curve to read against bench/learn_bccd_torchvision.py's); the final
+row is the same finished recipe's score.
 """
 import argparse
 import json
@@ -54,8 +57,9 @@ def fold_folder(data, out, fold, folds, seed=0):
     return out
 
 
-def run_set(data, out, seed, overrides=(), echo=print):
-    """Train the plan on `data`'s train split and score its val split once; returns the metrics and minutes."""
+def run_set(data, out, seed, overrides=(), echo=print, score_every=None):
+    """Train the plan on `data`'s train split and score its val split once; returns the metrics and minutes (and,
+    with `score_every` epochs, prints val's curve while it trains)."""
     from mrcnn_tf.engine.driver import parse_schedule
     from mrcnn_tf.evaluation.evaluate import evaluate_dataset, format_report
     from mrcnn_tf.wbc.fingerprint import fingerprint, format_plan, planned_config
@@ -71,8 +75,16 @@ def run_set(data, out, seed, overrides=(), echo=print):
         echo(f"--set {' '.join(overrides)}")
     started = time.perf_counter()
     run = train_run(config, train_set, val_set, out / "logs", parse_schedule(schedule, config.LEARNING_RATE),
-                    seed=seed, echo=echo, run_info={"dataset": str(data), "command": "bench/learn_wbc.py"})
+                    seed=seed, echo=echo, run_info={"dataset": str(data), "command": "bench/learn_wbc.py"},
+                    score_every=score_every)
     minutes = (time.perf_counter() - started) / 60
+    if run.scorer is not None:
+        echo("\n| epoch | steps | training min (scoring excluded) | mask mAP50 | COCO segm AP | typing accuracy |")
+        echo("|---|---|---|---|---|---|")
+        for p in run.scorer.curve:
+            typed = p.get("colour_typed", p)
+            echo(f"| {p['epoch']} | {p['steps']} | {p['minutes']:.1f} | {typed['mAP50']:.3f} | {typed['AP']:.3f} | "
+                 f"{typed['accuracy']:.3f} |")
     model, _ = load_inference_model(str(run.checkpoints()[-1]), str(out / "logs"), echo=echo)
     metrics = evaluate_dataset(model, val_set)
     echo(format_report(metrics))
@@ -86,6 +98,8 @@ def main(argv=None):
     parser.add_argument("--out", default="bench/out/wbc")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--fold", default=None, metavar="K/N", help="score part K of N of the train split instead of val")
+    parser.add_argument("--score-every", type=int, default=None, metavar="N",
+                        help="also score val after every N epochs (the learning curve)")
     args = parser.parse_args(argv)
     sets = [pathlib.Path(d) for d in (args.data or DEFAULT_SETS)]
     fold = tuple(int(v) for v in args.fold.split("/")) if args.fold else None
@@ -97,7 +111,7 @@ def main(argv=None):
         if fold:
             out = out / f"fold{fold[0]}of{fold[1]}"
             data = fold_folder(data, out / "data", *fold)
-        metrics, minutes, schedule = run_set(data, out, args.seed, args.overrides)
+        metrics, minutes, schedule = run_set(data, out, args.seed, args.overrides, score_every=args.score_every)
         rows.append((data.name if not fold else f"{out.parent.name} train fold {args.fold}", schedule, minutes, metrics))
     print(f"\nsettings: plan{' + ' + ' '.join(args.overrides) if args.overrides else ''}")
     print("\n| set (scored part) | schedule | training min | mask mAP50 [95%] | typing [95%] | COCO segm AP | Dice |")
