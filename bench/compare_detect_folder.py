@@ -37,7 +37,6 @@ import json
 import os
 import pathlib
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,8 +44,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from compare_torchvision import (CLASSES, DETECTIONS, PROPOSALS_INFER, SIZE, cpu_model, isa_env,  # noqa: E402
-                                 precision_of, tf_config, tf_setup)
+from compare_torchvision import (BF16_AVX2_REFUSAL, CLASSES, DETECTIONS, PROPOSALS_INFER, SIZE,  # noqa: E402
+                                 cpu_model, isa_env, precision_of, tf_config, tf_setup, worker_result)
 
 # `mrcnn-tf detect`'s default --batch-size (mrcnn_tf.cli.detect.DEFAULT_BATCH_SIZE; bench/ does not import the CLI).
 BATCH_SIZE = 4
@@ -201,11 +200,7 @@ def run_worker(python, library, args, fields, output, precision, env):
                *(["--overlays"] if args.overlays and library == "tf" and precision == "fp32" else []),
                *(["--torch-pad-square"] if args.torch_pad_square else []), *[f"--tf-set={s}" for s in args.tf_set]]
     print(f"  running {library} {precision} ...", file=sys.stderr, flush=True)
-    completed = subprocess.run(command, capture_output=True, text=True, env=env)
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    if completed.returncode != 0 or not lines:
-        sys.exit(f"{library} worker failed ({' '.join(command)}):\n{completed.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return worker_result(command, library, env)
 
 
 def rate(run):
@@ -274,8 +269,7 @@ def main(argv=None):
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.bf16 and args.isa == "avx2":
-        parser.error("--bf16 with --isa avx2: oneDNN has no bfloat16 convolution below AVX512-BF16 (the mrcnn_tf side "
-                     "fails to build its primitives); time bfloat16 with native kernels")
+        parser.error(BF16_AVX2_REFUSAL)
     if args.worker:
         result = (tf_worker if args.worker == "tf" else torch_worker)(args)
         print("RESULT " + json.dumps(result))

@@ -47,6 +47,8 @@ PROPOSALS_TRAIN, ROIS_PER_IMAGE, RPN_ANCHORS = 2000, 512, 256
 # 1.45 s, less work than the compared one. At 0.001 it keeps its 2000 proposals (16 steps checked); mrcnn_tf's heads
 # always run on their TRAIN_ROIS_PER_IMAGE slots. The torch worker counts the ROIs its box head sees in each step.
 LEARNING_RATE = 0.001
+BF16_AVX2_REFUSAL = ("--bf16 with --isa avx2: oneDNN has no bfloat16 convolution below AVX512-BF16 (the mrcnn_tf side "
+                     "fails to build its primitives); time bfloat16 with native kernels")
 
 
 def make_work(path, seed=0):
@@ -228,6 +230,11 @@ def run_worker(python, library, args, work_path, precision="fp32"):
                *[f"--tf-set={item}" for item in args.tf_set]]
     env = dict(os.environ, **isa_env(args.isa))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return worker_result(command, library, env)
+
+
+def worker_result(command, library, env):
+    """Run a worker's `command` and return the JSON of its last ``RESULT`` line (exit with its stderr if it failed)."""
     completed = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     if completed.returncode != 0 or not lines:
@@ -272,8 +279,7 @@ def main(argv=None):
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.bf16 and args.isa == "avx2":
-        parser.error("--bf16 with --isa avx2: oneDNN has no bfloat16 convolution below AVX512-BF16 (the mrcnn_tf side "
-                     "fails to build its primitives); time bfloat16 with native kernels")
+        parser.error(BF16_AVX2_REFUSAL)
     if args.worker:
         import numpy as np
 

@@ -53,17 +53,22 @@ def configure_environment(environ=None):
     return environ
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_flags(cpuinfo="/proc/cpuinfo"):
-    """The instruction-set flags of the first CPU in `cpuinfo` (Linux), or an empty set where there is none."""
+def _first_cpu_field(name, cpuinfo):
+    """The value of the first `name` line in `cpuinfo` (Linux: the first CPU's), or "" where there is none."""
     try:
         with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
             for line in handle:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return ""
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The instruction-set flags of the first CPU in `cpuinfo` (Linux), or an empty set where there is none."""
+    return frozenset(_first_cpu_field("flags", cpuinfo).split())
 
 
 def cpu_runs_avx512(flags=None, environ=None):
@@ -99,14 +104,7 @@ def cpu_runs_bf16(flags=None, environ=None):
 @functools.lru_cache(maxsize=None)
 def cpu_vendor(cpuinfo="/proc/cpuinfo"):
     """The first CPU's vendor_id in `cpuinfo` (Linux: "GenuineIntel", "AuthenticAMD"), or "" where there is none."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    return _first_cpu_field("vendor_id", cpuinfo)
 
 
 def cpu_bf16_faster(flags=None, environ=None, vendor=None):
