@@ -29,7 +29,7 @@ from mrcnn_tf.nets.graph import build_inference_graph, build_training_graph, ima
 from mrcnn_tf.ops.anchors import compute_backbone_shapes, generate_pyramid_anchors
 from mrcnn_tf.ops.boxes import denorm_boxes, norm_boxes
 from mrcnn_tf.ops.image import compose_image_meta, mold_image, parse_image_meta, resize_image, unmold_image
-from mrcnn_tf.ops.masks import unmold_mask
+from mrcnn_tf.ops.masks import paste_mask
 
 MODES = ("training", "inference")
 # Checkpoint file names: mask_rcnn_<name>_<epoch>.weights.h5 (Keras 3 insists on .weights.h5);
@@ -295,13 +295,15 @@ class MaskRCNN:
         height, width = (int(v) for v in original_image_shape[:2])
         full_masks = np.zeros((height, width, len(boxes)), dtype=bool)
         for i in range(len(boxes)):
-            full_masks[:, :, i] = unmold_mask(masks[i], boxes[i], original_image_shape)
+            paste_mask(full_masks[:, :, i], masks[i], boxes[i])  # unmold_mask, written into its box only
         if nucleus_mask is None:
             return boxes.astype(np.int32), class_ids, scores, full_masks
         nuclei = np.asarray(nucleus_mask)[:count, :, :, 0][keep]
         nucleus_masks = np.zeros_like(full_masks)
         for i in range(len(boxes)):
-            nucleus_masks[:, :, i] = unmold_mask(nuclei[i], boxes[i], original_image_shape) & full_masks[:, :, i]
+            region = paste_mask(nucleus_masks[:, :, i], nuclei[i], boxes[i])
+            if region is not None:  # inside the cell's mask, which lies in the same box
+                nucleus_masks[region + (i,)] &= full_masks[region + (i,)]
         return boxes.astype(np.int32), class_ids, scores, full_masks, nucleus_masks
 
     def predict_molded(self, molded_images, image_metas, anchors):

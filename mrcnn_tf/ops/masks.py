@@ -130,15 +130,32 @@ def unmold_mask(mask, bbox, image_shape):
     Returns:
         bool [H, W] mask, True where the resized score is >= 0.5; empty for a zero-area box.
     """
-    y1, x1, y2, x2 = (int(v) for v in bbox[:4])
     full_mask = np.zeros(tuple(image_shape[:2]), dtype=bool)
-    if y2 <= y1 or x2 <= x1:
-        return full_mask
-    resized = resize(np.asarray(mask, dtype=np.float32), (y2 - y1, x2 - x1)) >= 0.5
+    paste_mask(full_mask, mask, bbox)
+    return full_mask
+
+
+def paste_mask(out, mask, bbox):
+    """`unmold_mask` into an existing all-False [H, W] view `out` (e.g. ``masks[:, :, i]``), writing only the box.
+
+    A detection's box covers a few percent of the image: writing that part alone, rather than a full-size mask per
+    detection copied into a channel of an [H, W, N] array, keeps `detect`'s unmolding off the image's full size.
+
+    Args:
+        out: bool [H, W] array or view, False outside the box (it is not cleared).
+        mask, bbox: as `unmold_mask`.
+
+    Returns:
+        (rows, cols) slices of `out` that were written, or None (a zero-area box, or one outside the image).
+    """
+    y1, x1, y2, x2 = (int(v) for v in bbox[:4])
     # Paste only the part inside the image: a box that pokes out must not raise a shape error.
-    height, width = full_mask.shape
+    height, width = out.shape[:2]
     top, left = max(y1, 0), max(x1, 0)
     bottom, right = min(y2, height), min(x2, width)
-    if bottom > top and right > left:
-        full_mask[top:bottom, left:right] = resized[top - y1:bottom - y1, left - x1:right - x1]
-    return full_mask
+    if y2 <= y1 or x2 <= x1 or bottom <= top or right <= left:
+        return None
+    resized = resize(np.asarray(mask, dtype=np.float32), (y2 - y1, x2 - x1)) >= 0.5
+    region = (slice(top, bottom), slice(left, right))
+    out[region] = resized[top - y1:bottom - y1, left - x1:right - x1]
+    return region

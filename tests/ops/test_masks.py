@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from mrcnn_tf.errors import MrcnnError
 from mrcnn_tf.ops.boxes import compute_overlaps_masks, extract_bboxes
-from mrcnn_tf.ops.masks import MaskError, expand_mask, minimize_mask, resize, resize_mask, unmold_mask
+from mrcnn_tf.ops.masks import (MaskError, expand_mask, minimize_mask, paste_mask, resize, resize_mask,
+                               unmold_mask)
 
 
 def disc(shape, cy, cx, r):
@@ -143,3 +144,32 @@ def test_unmold_mask_degenerate_and_outside_boxes():
     expected = np.zeros((16, 16), bool)
     expected[0:8, 10:16] = True
     np.testing.assert_array_equal(full, expected)
+
+
+def slow_unmold(mask, bbox, shape):
+    """The plain reference: the box's resized scores at >= 0.5 on a zero canvas grown by the box, then cropped."""
+    y1, x1, y2, x2 = (int(v) for v in bbox)
+    if y2 <= y1 or x2 <= x1:
+        return np.zeros(shape, bool)
+    margin = max(0, -y1, -x1, y2 - shape[0], x2 - shape[1])
+    canvas = np.zeros((shape[0] + 2 * margin, shape[1] + 2 * margin), bool)
+    resized = resize(mask.astype(np.float32), (y2 - y1, x2 - x1)) >= 0.5
+    canvas[y1 + margin:y2 + margin, x1 + margin:x2 + margin] = resized
+    return canvas[margin:margin + shape[0], margin:margin + shape[1]]
+
+
+def test_paste_mask_writes_unmold_mask_into_a_channel(rng):
+    shape = (40, 56)
+    boxes = [(3, 4, 30, 50), (-6, -3, 12, 9), (30, 40, 52, 70), (5, 5, 5, 9), (45, 10, 60, 20), (-9, 60, -1, 70)]
+    masks = rng.random((len(boxes), 28, 28))
+    out = np.zeros(shape + (len(boxes),), bool)
+    for i, (mask, box) in enumerate(zip(masks, boxes)):
+        region = paste_mask(out[:, :, i], mask, box)
+        np.testing.assert_array_equal(out[:, :, i], unmold_mask(mask, box, shape))
+        np.testing.assert_array_equal(out[:, :, i], slow_unmold(mask, box, shape))
+        outside = np.ones(shape, bool)
+        if region is not None:
+            outside[region] = False
+        assert not out[:, :, i][outside].any()  # nothing written outside the returned region
+    assert [paste_mask(np.zeros(shape, bool), masks[0], b) is None for b in boxes] == [False, False, False, True,
+                                                                                         True, True]
